@@ -185,3 +185,18 @@ def test_rebuild_needs_overwrite(dataset, tmp_path):
         build(out)
     build(out, 'overwrite=true', 'train_patches=2')
     assert sorted(os.listdir(os.path.join(out, 'train', 'huawei_raw'))) == ['0.png', '1.png']
+
+
+def test_baseline_scores_fall_with_noise(tmp_path):
+    import baseline
+    scores = {}
+    for noise in ('0', '8'):
+        out = str(tmp_path / ('noise' + noise))
+        build(out, 'test_photos=astronaut', 'test_patches=3', 'shot_noise=' + noise, 'read_noise=' + noise)
+        scores[noise] = baseline.evaluate(out, baseline.METHODS)
+    for method in baseline.METHODS:
+        assert scores['0'][method]['patches'] == 3
+        assert scores['0'][method]['psnr'] > scores['8'][method]['psnr'] + 3
+        assert scores['0'][method]['ssim'] > scores['8'][method]['ssim']
+    # With the true parameters and no noise, only bilinear demosaicing stands between RAW and photo.
+    assert scores['0']['isp']['psnr'] > 28
