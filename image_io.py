@@ -6,6 +6,7 @@ being R at (0,0), Gb at (0,1), Gr at (1,0), B at (1,1). Packed input channels ar
 B, Gb, R, Gr, divided by 4*255.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -56,11 +57,15 @@ def read_rgb_image(path):
     return np.asarray(image)
 
 
+def bayer_planes(mosaic):
+    """Bayer mosaic [H, W] (H and W even) -> its four planes [H/2, W/2, 4] in B, Gb, R, Gr order, same dtype."""
+    assert mosaic.ndim == 2 and mosaic.shape[0] % 2 == 0 and mosaic.shape[1] % 2 == 0, mosaic.shape
+    return np.stack([mosaic[r::2, c::2] for r, c in PACKED_CHANNEL_OFFSETS], axis=-1)
+
+
 def pack_raw(mosaic):
     """Bayer mosaic [H, W] (H and W even) -> float32 [H/2, W/2, 4] in B, Gb, R, Gr order, /1020."""
-    assert mosaic.ndim == 2 and mosaic.shape[0] % 2 == 0 and mosaic.shape[1] % 2 == 0, mosaic.shape
-    planes = [mosaic[r::2, c::2] for r, c in PACKED_CHANNEL_OFFSETS]
-    return np.stack(planes, axis=-1).astype(np.float32) / RAW_SCALE
+    return bayer_planes(mosaic).astype(np.float32) / RAW_SCALE
 
 
 def unpack_raw(packed):
@@ -98,16 +103,38 @@ def save_image(path, image01, bits=8, quality=95):
 
 
 def _write_png16_rgb(path, rgb16):
-    # Pillow cannot write 16-bit RGB PNGs; imageio's PNG writer can.
-    import imageio.v3 as iio
-    iio.imwrite(path, rgb16, extension='.png')
+    # Pillow (and imageio, which goes through it) cannot write 16-bit RGB PNGs: write the chunks
+    # directly (IHDR with bit depth 16 and colour type 2, one zlib IDAT of unfiltered rows).
+    import struct
+    import zlib
+    height, width, channels = rgb16.shape
+    assert channels == 3 and rgb16.dtype == np.uint16, (rgb16.shape, rgb16.dtype)
+    rows = np.ascontiguousarray(rgb16, dtype='>u2').reshape(height, width * 3).view(np.uint8)
+    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)   # filter type 0
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
+
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n')
+        f.write(chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 16, 2, 0, 0, 0)))
+        f.write(chunk(b'IDAT', zlib.compress(scanlines.tobytes(), 6)))
+        f.write(chunk(b'IEND', b''))
 
 
-def save_raw_png(path, mosaic):
-    """Writes a uint16 Bayer mosaic as a 16-bit single-channel PNG, atomically."""
+def save_raw_png(path, mosaic, flip=0):
+    """Writes a uint16 Bayer mosaic as a 16-bit single-channel PNG, atomically.
+
+    A non-zero `flip` (LibRaw orientation code) is stored as EXIF Orientation; read_raw_flip reads it.
+    """
     assert mosaic.ndim == 2, mosaic.shape
+    options = {}
+    if flip:
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION_TAG] = FLIP_TO_EXIF_ORIENTATION[flip]
+        options['exif'] = exif
     with atomic_path(path) as tmp:
-        Image.fromarray(mosaic.astype(np.uint16)).save(tmp, format='PNG')
+        Image.fromarray(mosaic.astype(np.uint16)).save(tmp, format='PNG', **options)
     return path
 
 
@@ -159,3 +186,199 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
         with open(tmp, 'wb') as f:
             f.write(data)
     return path
+
+
+# ----------------------------------------------------------------------------------------
+# Camera RAW files (DNG and the other formats LibRaw reads), brought to the Zurich convention
+
+# Levels of the sensor the model was trained on (Sony IMX380 in the Huawei P20): a camera's own
+# black and white levels are mapped onto these, since the Zurich data keep their black level.
+ZURICH_BLACK_LEVEL = 64
+ZURICH_WHITE_LEVEL = 1023
+CAMERA_RAW_EXTENSIONS = ('.dng', '.3fr', '.arw', '.cr2', '.cr3', '.crw', '.dcr', '.erf', '.fff', '.iiq',
+                         '.kdc', '.mef', '.mos', '.mrw', '.nef', '.nrw', '.orf', '.pef', '.raf', '.raw',
+                         '.rw2', '.rwl', '.sr2', '.srf', '.srw', '.x3f')
+RAW_IMAGE_EXTENSIONS = ('.png',) + CAMERA_RAW_EXTENSIONS     # what test_model.py renders
+# EXIF Orientation (1..8) <-> LibRaw's `flip` code (bit 1: mirror columns, 2: mirror rows, 4: transpose).
+EXIF_ORIENTATION_TO_FLIP = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 6, 7: 7, 8: 5}
+FLIP_TO_EXIF_ORIENTATION = {flip: exif for exif, flip in EXIF_ORIENTATION_TO_FLIP.items()}
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def is_camera_raw_path(path):
+    """True for file names with a camera RAW extension (.dng, .cr2, .nef, ...)."""
+    return os.path.splitext(path)[1].lower() in CAMERA_RAW_EXTENSIONS
+
+
+def apply_flip(image, flip):
+    """Orients an image [H, W, ...] as LibRaw's `flip` code says: mirror rows (2), columns (1), then transpose (4)."""
+    if flip not in FLIP_TO_EXIF_ORIENTATION:
+        raise ValueError('flip=%r is not a LibRaw orientation code 0..7' % (flip,))
+    if flip & 2:
+        image = image[::-1]
+    if flip & 1:
+        image = image[:, ::-1]
+    if flip & 4:
+        image = np.swapaxes(image, 0, 1)
+    return np.ascontiguousarray(image)
+
+
+def crop_to_even(mosaic, path='', note=None):
+    """Drops the last row and/or column of an odd-sized mosaic (the Bayer cell must be whole), saying so via note()."""
+    height, width = mosaic.shape
+    even = mosaic[:height - height % 2, :width - width % 2]
+    if even.shape != mosaic.shape:
+        dropped = ' and '.join(w for w, odd in (('the last row', height % 2), ('the last column', width % 2)) if odd)
+        _note(note, '%s: %dx%d mosaic has an odd size: dropped %s' % (path or 'image', height, width, dropped))
+    if even.shape[0] < 2 or even.shape[1] < 2:
+        raise UserError('%s: the mosaic is only %dx%d pixels; a Bayer image needs at least 2x2'
+                        % (path or 'image', height, width))
+    return even
+
+
+def _note(note, message):
+    if note is None:
+        import sys
+        print('note: ' + message, file=sys.stderr)
+    else:
+        note('note: ' + message)
+
+
+def bayer_phase(cell, path=''):
+    """(row, col) where R sits in a 2x2 cell of colour letters like 'RGGB' (row-major); refuses non-Bayer cells."""
+    letters = ''.join(cell)
+    greens_on_a_diagonal = letters[0] == letters[3] == 'G' or letters[1] == letters[2] == 'G'
+    if sorted(letters) != ['B', 'G', 'G', 'R'] or not greens_on_a_diagonal:
+        raise UserError('%s: colour filter cell %s is not a Bayer pattern (RGGB, BGGR, GRBG, GBRG; Quad Bayer and '
+                        'others are not supported): PyNET needs a 2x2 Bayer sensor' % (path, letters))
+    index = letters.index('R')
+    return index // 2, index % 2
+
+
+def map_levels(mosaic, black, white, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHITE_LEVEL):
+    """Camera numbers -> Zurich numbers: subtract the camera black, scale its white onto `white_level`, add `black_level`.
+
+    `black` is a number or an array broadcasting against `mosaic` (per-pixel black). Rounded, clipped
+    to [0, white_level], uint16.
+    """
+    black = np.asarray(black, np.float64)
+    scale = (white_level - black_level) / (float(white) - black)
+    values = (mosaic.astype(np.float64) - black) * scale + black_level
+    return np.clip(np.round(values), 0, white_level).astype(np.uint16)
+
+
+def check_levels(black_level, white_level, what='black_level/white_level'):
+    """Refuses target levels outside the 10-bit Zurich range or with black >= white."""
+    if not 0 <= black_level < white_level <= ZURICH_MAX_VALUE:
+        raise UserError('%s = %s/%s: need 0 <= black < white <= %d (the model was trained on 10-bit data; '
+                        'defaults %d/%d)' % (what, black_level, white_level, ZURICH_MAX_VALUE,
+                                             ZURICH_BLACK_LEVEL, ZURICH_WHITE_LEVEL))
+
+
+@contextlib.contextmanager
+def _libraw_stderr():
+    """Catches what LibRaw prints on file descriptor 2 (e.g. 'Unexpected end of file') into a list of lines."""
+    import sys
+    import tempfile
+    lines = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode='w+b') as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode('utf-8', 'replace')
+            lines.extend(l.split(': ', 1)[-1].strip() for l in text.splitlines() if l.strip())
+
+
+def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHITE_LEVEL,
+                    camera_black_level=None, camera_white_level=None, note=None):
+    """A camera RAW file (DNG, CR2, NEF, ... as LibRaw reads it) -> (uint16 Zurich mosaic [H, W], flip).
+
+    The visible area is cropped to the Zurich phase (R at (0,0)) by dropping the first row and/or
+    column, never by rotating the mosaic; an odd size then loses its last row/column (said via note()).
+    The camera's per-channel black and its white level (from the metadata, or the camera_* overrides)
+    are mapped onto black_level/white_level. `flip` is LibRaw's orientation code: apply_flip() it to
+    the rendered photo.
+    """
+    import rawpy
+    check_levels(black_level, white_level)
+    if not os.path.isfile(path):
+        raise UserError('camera RAW file %s not found' % path)
+    with _libraw_stderr() as said:
+        try:
+            with rawpy.imread(path) as raw:
+                num_colors = raw.num_colors
+                pattern = raw.raw_pattern
+                color_desc = raw.color_desc.decode('ascii', 'replace')
+                visible = raw.raw_image_visible.copy()
+                colors = raw.raw_colors_visible.copy()
+                blacks = list(raw.black_level_per_channel)
+                white = raw.white_level
+                flip = raw.sizes.flip
+        except rawpy.LibRawFileUnsupportedError:
+            error = 'not a camera RAW file LibRaw can read'
+        except (rawpy.LibRawError, MemoryError, ValueError) as caught:
+            error = str(caught).strip("b'\"") or type(caught).__name__
+        else:
+            error = None
+    if error is not None:
+        detail = '; '.join(dict.fromkeys([error] + said))
+        raise UserError('cannot read %s (%s): the file is damaged, truncated or not a camera RAW file'
+                        % (path, detail))
+
+    # Sensor layout: only whole 2x2 Bayer cells can be packed into PyNET's four channels.
+    if num_colors == 1 or pattern is None or pattern.size == 1:
+        raise UserError('%s: monochrome sensor (no colour filter array): PyNET needs a 2x2 Bayer sensor' % path)
+    if pattern.shape != (2, 2):
+        raise UserError('%s: %dx%d colour filter pattern (X-Trans or Quad Bayer?): PyNET needs a 2x2 Bayer '
+                        'sensor (RGGB, BGGR, GRBG or GBRG)' % ((path,) + pattern.shape))
+    if visible.ndim != 2 or visible.shape[0] < 2 or visible.shape[1] < 2:
+        raise UserError('%s: no usable single-channel mosaic (%s)' % (path, 'x'.join(map(str, visible.shape))))
+    cell = colors[:2, :2]
+    # Colours must repeat with period 2 over the whole image, else this is no Bayer sensor.
+    even_h, even_w = colors.shape[0] // 2 * 2, colors.shape[1] // 2 * 2
+    if not np.array_equal(colors[:even_h, :even_w], np.tile(cell, (even_h // 2, even_w // 2))):
+        raise UserError('%s: the colour filter pattern does not repeat every 2x2 pixels: PyNET needs a 2x2 '
+                        'Bayer sensor' % path)
+    letters = [color_desc[c] if c < len(color_desc) else '?' for c in cell.ravel()]
+    row, col = bayer_phase(letters, path)
+
+    # Levels per cell position (the two greens may differ), overridable as a whole.
+    cell_black = np.array([[blacks[c] for c in r] for r in cell], np.float64)
+    if camera_black_level is not None:
+        cell_black[:] = camera_black_level
+    if camera_white_level is not None:
+        white = camera_white_level
+    if cell_black.max() >= white:
+        raise UserError('%s: black level %g >= white level %g: the file says so; pass camera_black_level= and '
+                        'camera_white_level= with the right values' % (path, cell_black.max(), white))
+
+    mosaic = visible[row:, col:]
+    cell_black = np.roll(cell_black, (-row, -col), axis=(0, 1))
+    mosaic = crop_to_even(mosaic, path, note)
+    black = np.tile(cell_black, (mosaic.shape[0] // 2, mosaic.shape[1] // 2))
+    return map_levels(mosaic, black, white, black_level, white_level), int(flip)
+
+
+def read_raw_flip(path):
+    """LibRaw orientation code stored (as EXIF Orientation) in a RAW PNG written by dng_to_png.py; 0 if none."""
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:
+        return 0    # read_raw_png reports unreadable files
+    return EXIF_ORIENTATION_TO_FLIP.get(orientation, 0)
+
+
+def read_raw_image(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHITE_LEVEL,
+                   camera_black_level=None, camera_white_level=None, note=None):
+    """Any RAW input -> (even-sized uint16 Zurich mosaic, flip): a Zurich PNG as stored, a camera file mapped."""
+    if os.path.splitext(path)[1].lower() == '.png':
+        mosaic = read_raw_png(path)
+        return crop_to_even(mosaic, path, note), read_raw_flip(path)
+    return read_camera_raw(path, black_level, white_level, camera_black_level, camera_white_level, note)

@@ -1,0 +1,141 @@
+"""Renders full-resolution RAW photos with a trained PyNET level.
+
+    python test_model.py level=0 orig=true                  # the published model, the dataset's photos
+    python test_model.py level=<L> [restore_iter=N]         # a checkpoint saved by train_model.py
+    python test_model.py level=0 orig=true input=photo.dng  # any Zurich RAW PNG or camera RAW file/folder
+
+Writes <output_dir>/<name>_level_<L>_iteration_<I>.png (<name>_level_0_orig.png for orig=true),
+values clipped to [0, 1], never rescaled. One session renders all images; a file that cannot be
+read is reported on one line and the others are still rendered (exit status 2 at the end).
+"""
+
+import os
+import sys
+
+import image_io
+import render
+import utils
+from utils import Key, UserError
+
+USAGE = __doc__.split('\n\n')[1]
+KEYS = {
+    'level': Key(None, int, 'PyNET level to render with (0 = full resolution)', choices=utils.LEVELS,
+                 required=True),
+    'orig': Key(False, bool, 'use the published model models_dir/original/pynet_level_0.ckpt (level=0 only)'),
+    'restore_iter': Key(None, int, 'iteration of the checkpoint to load (default: the last saved for the level)'),
+    'use_gpu': Key(True, bool, 'run on the GPU when TensorFlow sees one'),
+    'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'dataset whose full-resolution RAWs are rendered'),
+    'models_dir': Key(utils.DEFAULT_MODELS_DIR, str, 'folder holding the checkpoints'),
+    'input': Key(None, str, 'a RAW file or folder to render instead of the dataset (PNG, DNG, ...)'),
+    'output_dir': Key('results/full-resolution/', str, 'where the photos are written'),
+    'bits': Key(8, int, 'bits per channel of the PNGs written', choices=(8, 16)),
+    'tile': Key(render.DEFAULT_TILE, int, 'packed-pixel tile size for rendering; 0 renders in one piece'),
+    'precision': Key('float32', str, 'float32, or bfloat16 (faster on CPUs with AMX/AVX512-BF16)',
+                     choices=render.PRECISIONS),
+    'instance_norm_level_1': Key(False, bool, 'the model was trained with instance norm on level 1'),
+    'black_level': Key(image_io.ZURICH_BLACK_LEVEL, int, 'black level of the training sensor; camera files '
+                       'are mapped onto it'),
+    'white_level': Key(image_io.ZURICH_WHITE_LEVEL, int, 'white level of the training sensor'),
+    'camera_black_level': Key(None, int, "override the black level of camera files' metadata"),
+    'camera_white_level': Key(None, int, "override the white level of camera files' metadata"),
+}
+FULL_RESOLUTION_FOLDERS = ('test/huawei_full_resolution', 'full_resolution')   # under dataset_dir
+
+
+def dataset_inputs(dataset_dir):
+    """The RAW PNGs of the dataset's full-resolution folders (both places the dataset may keep them)."""
+    folders = [os.path.join(dataset_dir, f) for f in FULL_RESOLUTION_FOLDERS]
+    existing = [f for f in folders if os.path.isdir(f)]
+    if not existing:
+        raise UserError('no full-resolution folder in %s (looked for %s): extract the dataset there, pass '
+                        'dataset_dir=, or render other files with input=' % (dataset_dir, ' and '.join(folders)))
+    files = [p for f in existing for p in folder_files(f, ('.png',))]
+    if not files:
+        raise UserError('no RAW PNG files in %s: put the full-resolution RAWs there or pass input='
+                        % ' or '.join(existing))
+    return files
+
+
+def folder_files(folder, extensions):
+    """Files of `folder` (not recursive) with one of `extensions`, sorted; hidden and temporary files skipped."""
+    names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
+    return [os.path.join(folder, n) for n in names
+            if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
+
+
+def given_inputs(path):
+    """input=: one file (any extension) or the RAW files of a folder."""
+    if os.path.isdir(path):
+        files = folder_files(path, image_io.RAW_IMAGE_EXTENSIONS)
+        if not files:
+            raise UserError('no RAW files in folder %s (Zurich .png or camera RAW: %s)'
+                            % (path, ' '.join(image_io.CAMERA_RAW_EXTENSIONS[:6]) + ' ...'))
+        return files
+    if not os.path.isfile(path):
+        raise UserError('input=%s: no such file or folder' % path)
+    return [path]
+
+
+def output_names(paths):
+    """A distinct name per input: its stem, plus its extension where two inputs share a stem, plus a number if still equal."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = [s if stems.count(s) == 1 else s + '_' + os.path.splitext(p)[1].lstrip('.').lower()
+             for s, p in zip(stems, paths)]
+    seen = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if names.count(name) == 1 else '%s_%d' % (name, seen[name]))
+    return unique
+
+
+def main(argv):
+    config = utils.parse_args(argv, KEYS, USAGE)
+    level, orig = config['level'], config['orig']
+    if orig and level != 0:
+        raise UserError('orig=true loads the published model, which renders at level 0: use level=0')
+    image_io.check_levels(config['black_level'], config['white_level'])
+    if config['tile'] < 0:
+        raise UserError('tile=%d: must be 0 (one piece) or a positive packed size' % config['tile'])
+    checkpoint, label = utils.find_checkpoint(config['models_dir'], level, config['restore_iter'], orig)
+    paths = given_inputs(config['input']) if config['input'] else dataset_inputs(config['dataset_dir'])
+    suffix = 'orig' if label == 'orig' else 'iteration_%d' % label
+    outputs = [os.path.join(config['output_dir'], '%s_level_%d_%s.png' % (name, level, suffix))
+               for name in output_names(paths)]
+
+    def read(path, note=None):
+        return image_io.read_raw_image(path, config['black_level'], config['white_level'],
+                                       config['camera_black_level'], config['camera_white_level'], note)
+
+    # A single file is read before the model loads, so that a bad file fails at once, on one line.
+    first = read(paths[0]) if len(paths) == 1 else None
+    failed = []
+    with render.Renderer(checkpoint, level, use_gpu=config['use_gpu'], precision=config['precision'],
+                         tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1']) as renderer:
+        bar = utils.progress(total=len(paths), desc='rendering', unit='image')
+        note = lambda message: bar.write(message, file=sys.stderr)
+        for path, output in zip(paths, outputs):
+            try:
+                mosaic, flip = first if first is not None else read(path, note=note)
+                first = None
+                bar.set_postfix_str(os.path.basename(path))
+                photo = renderer.render(image_io.pack_raw(mosaic))
+                image_io.save_image(output, image_io.apply_flip(photo, flip), config['bits'])
+            except UserError as error:
+                if len(paths) == 1:
+                    raise
+                failed.append(path)
+                bar.write('error: %s' % error, file=sys.stderr)
+            except MemoryError:
+                failed.append(path)
+                bar.write('error: out of memory rendering %s: try a smaller tile=' % path, file=sys.stderr)
+            bar.update(1)
+        bar.close()
+    done = len(paths) - len(failed)
+    print('%d of %d photos written to %s' % (done, len(paths), config['output_dir']))
+    if failed:
+        raise UserError('%d of %d files could not be rendered (see above)' % (len(failed), len(paths)))
+
+
+if __name__ == '__main__':
+    utils.run_main(main)
