@@ -148,7 +148,9 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
               orientation=1, color_matrix=None, as_shot_neutral=None, make='PyNET', model='synthetic'):
     """Writes a Bayer mosaic as an uncompressed DNG with its CFA pattern and levels, atomically.
 
-    `black_level` is one number or four (per position of the 2x2 cell, row-major).
+    `black_level` is one number or four (per position of the 2x2 cell, row-major). `cfa_pattern` is
+    'RGGB', 'BGGR', 'GRBG' or 'GBRG'; or, to test refusals, a 2-D array of colour indices
+    (0 R, 1 G, 2 B) such as a 4x4 Quad Bayer or 6x6 X-Trans cell, or None for a monochrome sensor.
     """
     from pidng.core import RAW2DNG
     from pidng.defs import DNGVersion, PhotometricInterpretation
@@ -162,11 +164,16 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
     tags.set(Tag.TileWidth, width)
     tags.set(Tag.TileLength, height)
     tags.set(Tag.Orientation, orientation)
-    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
     tags.set(Tag.SamplesPerPixel, 1)
     tags.set(Tag.BitsPerSample, bits)
-    tags.set(Tag.CFARepeatPatternDim, [2, 2])
-    tags.set(Tag.CFAPattern, list(CFA_PATTERNS[cfa_pattern]))
+    if cfa_pattern is None:
+        tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Linear_Raw)
+    else:
+        cell = np.asarray(CFA_PATTERNS[cfa_pattern] if isinstance(cfa_pattern, str) else cfa_pattern)
+        cell = cell.reshape(2, 2) if cell.ndim == 1 else cell
+        tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
+        tags.set(Tag.CFARepeatPatternDim, list(cell.shape))
+        tags.set(Tag.CFAPattern, [int(c) for c in cell.ravel()])
     tags.set(Tag.BlackLevelRepeatDim, [2, 2])
     tags.set(Tag.BlackLevel, [int(b) for b in blacks])
     tags.set(Tag.WhiteLevel, int(white_level))
