@@ -1,0 +1,252 @@
+"""Exports a PyNET checkpoint for deployment: a SavedModel folder or a TFLite file
+(float32, float16 weights, dynamic-range int8 weights, or int8 calibrated on RAW patches).
+
+    python export_model.py level=0 orig=true height=1472 width=1984 format=tflite quant=float16
+
+The exported model takes the packed RAW `raw` [1, height, width, 4] float32 (B, Gb, R, Gr,
+values / 1020, as image_io.pack_raw makes them) and returns `rgb`
+[1, 2*height / 2**level, 2*width / 2**level, 3] float32 (about [-0.08, 1.08]; clip to [0, 1]).
+"""
+
+import glob
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+import utils
+from utils import Key, UserError
+
+FORMATS = ('tflite', 'saved_model')
+QUANTS = ('none', 'float16', 'dynamic', 'int8')
+# model.SIZE_MULTIPLE, repeated so that argument errors answer before TensorFlow loads (a test checks both agree)
+SIZE_MULTIPLE = 16
+INPUT_NAME = 'raw'      # signature input key (and graph placeholder name)
+OUTPUT_NAME = 'rgb'     # signature output key
+SIGNATURE = 'serving_default'
+
+KEYS = {
+    'level': Key(0, int, 'PyNET level whose output is exported (0 = full-size photo)', choices=utils.LEVELS),
+    'orig': Key(False, bool, 'export the published model models_dir/original/pynet_level_0.ckpt'),
+    'restore_iter': Key(None, int, 'iteration to export (default: the last saved one of the level)'),
+    'models_dir': Key(utils.DEFAULT_MODELS_DIR, str, 'folder with the checkpoints'),
+    'height': Key(224, int, 'packed input height = RAW height / 2; a multiple of 16 (a 12 MP photo: 1472)'),
+    'width': Key(224, int, 'packed input width = RAW width / 2; a multiple of 16 (a 12 MP photo: 1984)'),
+    'format': Key('tflite', str, 'tflite (a .tflite file) or saved_model (a folder)', choices=FORMATS),
+    'quant': Key('none', str, 'tflite only: none, float16, dynamic (int8 weights) or int8 (calibrated)',
+                 choices=QUANTS),
+    'output': Key('', str, 'where to write (default models_dir/export/pynet_level_<L>_<iteration|orig>'
+                           '_<height>x<width>[_<quant>][.tflite])'),
+    'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'quant=int8: RAW patches <dataset_dir>/train|test/huawei_raw/'),
+    'calibration_size': Key(32, int, 'quant=int8: number of calibration inputs'),
+    'seed': Key(0, int, 'quant=int8: seed for picking the calibration patches'),
+}
+USAGE = 'python export_model.py [level=0] [orig=true | restore_iter=N] [format=tflite|saved_model] [quant=...] [key=value ...]'
+
+
+# ----------------------------------------------------------------------------------------
+# checks before any heavy work
+
+def check_size(height, width):
+    """Raises a UserError unless the packed size is positive and divisible by 16."""
+    for name, value in (('height', height), ('width', width)):
+        if value <= 0 or value % SIZE_MULTIPLE:
+            raise UserError('%s=%d: the packed input size must be a positive multiple of %d '
+                            '(RAW size / 2; e.g. 224, or 1472x1984 for a 12 MP photo)'
+                            % (name, value, SIZE_MULTIPLE))
+
+
+def default_output(config, label):
+    """models/export/pynet_level_<L>_<label>_<H>x<W>[_<quant>][.tflite]"""
+    name = 'pynet_level_%d_%s_%dx%d' % (config['level'], 'orig' if label == 'orig' else 'iteration_%s' % label,
+                                        config['height'], config['width'])
+    if config['quant'] != 'none':
+        name += '_' + config['quant']
+    if config['format'] == 'tflite':
+        name += '.tflite'
+    return os.path.join(config['models_dir'], 'export', name)
+
+
+def calibration_files(dataset_dir):
+    """The RAW patch PNGs int8 calibration may use (training patches first)."""
+    files = []
+    for part in ('train', 'test'):
+        found = glob.glob(os.path.join(dataset_dir, part, 'huawei_raw', '*.png'))
+        files += sorted(found, key=lambda p: (len(p), p))
+    if not files:
+        raise UserError('quant=int8 calibrates on RAW patches but %s has none under train/huawei_raw/ or '
+                        'test/huawei_raw/: pass dataset_dir= or use quant=dynamic' % dataset_dir)
+    return files
+
+
+def calibration_inputs(files, height, width, count, seed=0):
+    """`count` packed inputs [1, height, width, 4] made of RAW patches: center-cropped, or tiled side by side
+    when the export size is larger than a patch (keeps the patches' pixel statistics, unlike resizing)."""
+    import image_io
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(files))
+    cursor = 0
+    for _ in range(count):
+        canvas = np.zeros((height, width, 4), np.float32)
+        y = 0
+        while y < height:
+            x, row_height = 0, None
+            while x < width:
+                packed = image_io.pack_raw(image_io.read_raw_png(files[order[cursor % len(files)]]))
+                cursor += 1
+                th, tw = min(packed.shape[0], height - y), min(packed.shape[1], width - x)
+                top, left = (packed.shape[0] - th) // 2, (packed.shape[1] - tw) // 2
+                canvas[y:y + th, x:x + tw] = packed[top:top + th, left:left + tw]
+                row_height = th if row_height is None else min(row_height, th)
+                x += tw
+            y += row_height
+        yield canvas[None]
+
+
+# ----------------------------------------------------------------------------------------
+# graph -> SavedModel -> TFLite
+
+def write_saved_model(checkpoint, level, height, width, path):
+    """A SavedModel of PyNET's level-`level` output for a [1, height, width, 4] input, with one signature:
+    raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature."""
+    import tensorflow.compat.v1 as tf
+    import model
+    tf.get_logger().setLevel('ERROR')     # the v1 SavedModel builder announces its deprecation at length
+    graph = tf.Graph()
+    with graph.as_default():
+        raw = tf.placeholder(tf.float32, [1, height, width, 4], name=INPUT_NAME)
+        rgb = tf.identity(model.PyNET(raw)[level], name=OUTPUT_NAME)
+        with tf.Session(config=utils.session_config(use_gpu=False)) as sess:
+            utils.restore_variables(sess, model.generator_variables(), checkpoint)
+            signature = tf.saved_model.signature_def_utils.predict_signature_def({INPUT_NAME: raw},
+                                                                                  {OUTPUT_NAME: rgb})
+            builder = tf.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(sess, [tf.saved_model.tag_constants.SERVING],
+                                                 signature_def_map={SIGNATURE: signature},
+                                                 strip_default_attrs=True)
+            builder.save()
+
+
+def tflite_bytes(saved_model_dir, quant, representative=None):
+    """Converts the SavedModel; int8 keeps float32 input/output and falls back to float where int8 has no kernel."""
+    import tensorflow as tf2
+    converter = tf2.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quant != 'none':
+        converter.optimizations = [tf2.lite.Optimize.DEFAULT]
+    if quant == 'float16':
+        converter.target_spec.supported_types = [tf2.float16]
+    if quant == 'int8':
+        converter.representative_dataset = representative
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')     # calibration announces tf.lite.Interpreter's deprecation
+        return converter.convert()
+
+
+def replace_path(tmp, path):
+    """Moves the finished tmp file or folder onto path (replacing an older export of the same kind)."""
+    if os.path.isdir(tmp) and os.path.exists(path):
+        old = path.rstrip('/') + '.old-%d' % os.getpid()
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def export(config):
+    """Runs one export as described by `config` (the KEYS values); returns the output path."""
+    check_size(config['height'], config['width'])
+    if config['format'] == 'saved_model' and config['quant'] != 'none':
+        raise UserError('quant=%s needs format=tflite: a SavedModel is always exported in float32'
+                        % config['quant'])
+    if config['orig'] and config['restore_iter'] is not None:
+        raise UserError('orig=true and restore_iter= exclude each other: give one of them')
+    if config['quant'] == 'int8':
+        if config['calibration_size'] < 1:
+            raise UserError('calibration_size=%d: quant=int8 needs at least 1 calibration input'
+                            % config['calibration_size'])
+        files = calibration_files(config['dataset_dir'])
+    checkpoint, label = utils.find_checkpoint(config['models_dir'], config['level'],
+                                              config['restore_iter'], config['orig'])
+    output = config['output'] or default_output(config, label)
+    if config['format'] == 'tflite' and os.path.isdir(output):
+        raise UserError('output=%s is a folder; format=tflite writes a file: give a file name' % output)
+    if config['format'] == 'saved_model' and os.path.isfile(output):
+        raise UserError('output=%s is a file; format=saved_model writes a folder: give another name' % output)
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+
+    print('exporting %s (level %d) for packed input %dx%d as %s%s'
+          % (checkpoint, config['level'], config['height'], config['width'], config['format'],
+             '' if config['quant'] == 'none' else ' (%s)' % config['quant']))
+    # Everything is built in a hidden temporary folder next to the output, renamed into place at the end.
+    work = tempfile.mkdtemp(prefix='.export-', dir=folder)
+    try:
+        saved = os.path.join(work, 'saved_model')
+        write_saved_model(checkpoint, config['level'], config['height'], config['width'], saved)
+        if config['format'] == 'saved_model':
+            replace_path(saved, output)
+        else:
+            representative = None
+            if config['quant'] == 'int8':
+                def representative():
+                    inputs = calibration_inputs(files, config['height'], config['width'],
+                                                config['calibration_size'], config['seed'])
+                    for sample in utils.progress(inputs, total=config['calibration_size'], desc='calibrating'):
+                        yield {INPUT_NAME: sample}
+            content = tflite_bytes(saved, config['quant'], representative)
+            tmp = os.path.join(work, 'model.tflite')
+            with open(tmp, 'wb') as f:
+                f.write(content)
+            replace_path(tmp, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(output)
+    return output
+
+
+# ----------------------------------------------------------------------------------------
+# loading an export back (tests, benchmarks, users)
+
+def tflite_interpreter(path, num_threads=None):
+    """A LiteRT interpreter for `path`: TensorFlow's tf.lite.Interpreter if present, else ai_edge_litert's."""
+    import tensorflow as tf2
+    num_threads = num_threads or os.cpu_count()
+    if hasattr(tf2.lite, 'Interpreter'):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')     # its deprecation notice, several lines long
+            return tf2.lite.Interpreter(model_path=path, num_threads=num_threads)
+    from ai_edge_litert.interpreter import Interpreter
+    return Interpreter(model_path=path, num_threads=num_threads)
+
+
+def load_exported(path, num_threads=None):
+    """A function packed float32 [1, H, W, 4] -> rgb float32 for an exported .tflite file or SavedModel folder."""
+    if os.path.isdir(path):
+        import tensorflow as tf2
+        loaded = tf2.saved_model.load(path)
+        serve = loaded.signatures[SIGNATURE]
+
+        def run(raw):
+            return serve(**{INPUT_NAME: tf2.constant(raw, tf2.float32)})[OUTPUT_NAME].numpy()
+        run.loaded = loaded     # the function needs the loaded object alive
+        return run
+    interpreter = tflite_interpreter(path, num_threads)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+
+    def run(raw):
+        return runner(**{INPUT_NAME: np.asarray(raw, np.float32)})[OUTPUT_NAME]
+    run.interpreter = interpreter
+    return run
+
+
+def main(argv):
+    config = utils.parse_args(argv, KEYS, USAGE)
+    export(config)
+
+
+if __name__ == '__main__':
+    utils.run_main(main)

@@ -1,0 +1,149 @@
+"""export_model.py: SavedModel and TFLite exports load, run, match the graph; bad input leaves nothing behind."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import export_model
+import image_io
+import model
+import utils
+from conftest import assert_one_line_error, run_script
+
+SIZE = 32           # packed input size: small, so that each conversion stays quick
+ITERATION = 3
+
+
+def make_checkpoint(models_dir, x, seed=0):
+    """Saves a level-0 checkpoint with perturbed weights; returns the graph's float32 output for x."""
+    with tf.Graph().as_default():
+        raw = tf.placeholder(tf.float32, [1, SIZE, SIZE, 4])
+        out0 = model.PyNET(raw)[0]
+        variables = model.generator_variables()
+        # Plain initial weights give a nearly flat image; noise makes every layer matter.
+        perturb = [tf.assign_add(v, tf.random.normal(v.shape, stddev=0.05 if v.shape.ndims == 1 else 0.02,
+                                                     seed=seed + i)) for i, v in enumerate(variables)]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(perturb)
+            utils.save_variables(sess, tf.train.Saver(variables),
+                                 utils.checkpoint_path(models_dir, 0, ITERATION))
+            return sess.run(out0, {raw: x})
+
+
+def make_raw_patches(folder, count, size, seed=0):
+    """Random 10-bit Bayer mosaics saved as RAW PNGs (size x size on the mosaic)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        image_io.save_raw_png(os.path.join(folder, '%d.png' % i), rng.integers(0, 1024, (size, size), np.uint16))
+
+
+def hidden_leftovers(folder):
+    return [n for n in os.listdir(folder) if n.startswith('.')] if os.path.isdir(folder) else []
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """A models folder with one checkpoint, a tiny RAW dataset, an input and the graph's output for it."""
+    root = tmp_path_factory.mktemp('export')
+    models_dir = str(root / 'models')
+    x = np.random.default_rng(1).random((1, SIZE, SIZE, 4)).astype(np.float32)
+    expected = make_checkpoint(models_dir, x)
+    # 24x24 patches are smaller than the 32x32 export: calibration inputs are tiled from several patches.
+    make_raw_patches(str(root / 'raw_images' / 'train' / 'huawei_raw'), 3, 48)
+    return {'root': root, 'models_dir': models_dir, 'x': x, 'expected': expected,
+            'dataset_dir': str(root / 'raw_images')}
+
+
+def config(setup, **overrides):
+    values = {name: key.default for name, key in export_model.KEYS.items()}
+    values.update(models_dir=setup['models_dir'], height=SIZE, width=SIZE, dataset_dir=setup['dataset_dir'])
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope='module')
+def saved_model(setup):
+    return export_model.export(config(setup, format='saved_model'))
+
+
+def test_size_multiple_agrees_with_model():
+    assert export_model.SIZE_MULTIPLE == model.SIZE_MULTIPLE
+
+
+def test_saved_model_matches_graph(setup, saved_model):
+    assert saved_model == os.path.join(setup['models_dir'], 'export', 'pynet_level_0_iteration_%d_%dx%d'
+                                       % (ITERATION, SIZE, SIZE))
+    assert os.path.isfile(os.path.join(saved_model, 'saved_model.pb'))
+    got = export_model.load_exported(saved_model)(setup['x'])
+    assert got.shape == (1, 2 * SIZE, 2 * SIZE, 3) and got.dtype == np.float32
+    assert setup['expected'].std() > 0.01       # the weights make a non-trivial image
+    np.testing.assert_allclose(got, setup['expected'], atol=2e-4)
+    assert hidden_leftovers(os.path.dirname(saved_model)) == []
+
+
+def tensor_types(path):
+    return {d['dtype'] for d in export_model.tflite_interpreter(path).get_tensor_details()}
+
+
+@pytest.mark.parametrize('quant, stored_type, atol', [('none', np.float32, 1e-3), ('float16', np.float16, 1e-2),
+                                                      ('dynamic', np.int8, None)])
+def test_tflite_from_saved_model(setup, saved_model, quant, stored_type, atol):
+    # Converted straight from the SavedModel above (export() would rebuild it: slow, and tested with int8 below).
+    path = str(setup['root'] / ('%s.tflite' % quant))
+    with open(path, 'wb') as f:
+        f.write(export_model.tflite_bytes(saved_model, quant))
+    assert stored_type in tensor_types(path)
+    got = export_model.load_exported(path)(setup['x'])
+    assert got.shape == (1, 2 * SIZE, 2 * SIZE, 3) and np.isfinite(got).all()
+    assert -0.081 <= got.min() and got.max() <= 1.081
+    if atol is not None:
+        np.testing.assert_allclose(got, setup['expected'], atol=atol)
+    else:
+        assert np.abs(got - setup['expected']).mean() < 0.1
+
+
+def test_int8_calibrates_on_raw_patches(setup):
+    output = setup['root'] / 'out' / 'int8.tflite'
+    path = export_model.export(config(setup, format='tflite', quant='int8', calibration_size=2, output=str(output)))
+    assert path == str(output) and os.listdir(output.parent) == ['int8.tflite']
+    assert np.int8 in tensor_types(path)
+    got = export_model.load_exported(path)(setup['x'])
+    assert got.shape == (1, 2 * SIZE, 2 * SIZE, 3) and np.isfinite(got).all()
+    assert np.abs(got - setup['expected']).mean() < 0.1
+
+
+def test_calibration_inputs_tile_patches(tmp_path):
+    make_raw_patches(str(tmp_path / 'train' / 'huawei_raw'), 3, 8)
+    files = export_model.calibration_files(str(tmp_path))
+    samples = list(export_model.calibration_inputs(files, 8, 16, 2))
+    assert len(samples) == 2 and samples[0].shape == (1, 8, 16, 4)
+    packed = [image_io.pack_raw(image_io.read_raw_png(f)) for f in files]
+    # each 8x16 input is two 4x4 patches side by side, repeated twice to fill the height
+    tiles = [samples[0][0, :4, :4], samples[0][0, :4, 4:8]]
+    assert all(any(np.array_equal(t, p) for p in packed) for t in tiles)
+    assert not np.array_equal(tiles[0], tiles[1])
+
+
+@pytest.mark.parametrize('args, fragments', [
+    (['height=30'], ['height=30', 'multiple of 16']),
+    (['format=onnx'], ['format=onnx', 'saved_model']),
+    (['quant=int4'], ['quant=int4', 'int8']),
+    (['format=saved_model', 'quant=float16'], ['quant=float16', 'format=tflite']),
+    (['restore_iter=99'], ['not found']),
+    (['quant=int8', 'dataset_dir=nowhere/'], ['nowhere/', 'calibrat']),
+])
+def test_bad_input_one_line_error_and_no_files(setup, tmp_path, args, fragments):
+    output = tmp_path / 'out' / 'model.tflite'
+    result = run_script('export_model.py', 'models_dir=%s' % setup['models_dir'], 'output=%s' % output, *args,
+                        cwd=str(tmp_path))
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / 'out').exists() or os.listdir(tmp_path / 'out') == []
+
+
+def test_missing_checkpoint(tmp_path):
+    result = run_script('export_model.py', 'models_dir=%s' % (tmp_path / 'models'), cwd=str(tmp_path))
+    assert_one_line_error(result, 'no checkpoint of level 0')
+    assert not (tmp_path / 'models').exists()
