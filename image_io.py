@@ -145,12 +145,14 @@ CFA_PATTERNS = {'RGGB': (0, 1, 1, 2), 'BGGR': (2, 1, 1, 0), 'GRBG': (1, 0, 2, 1)
 
 
 def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023, bits=16,
-              orientation=1, color_matrix=None, as_shot_neutral=None, make='PyNET', model='synthetic'):
+              orientation=1, color_matrix=None, as_shot_neutral=None, make='PyNET', model='synthetic',
+              default_crop=None):
     """Writes a Bayer mosaic as an uncompressed DNG with its CFA pattern and levels, atomically.
 
     `black_level` is one number or four (per position of the 2x2 cell, row-major). `cfa_pattern` is
     'RGGB', 'BGGR', 'GRBG' or 'GBRG'; or, to test refusals, a 2-D array of colour indices
     (0 R, 1 G, 2 B) such as a 4x4 Quad Bayer or 6x6 X-Trans cell, or None for a monochrome sensor.
+    `default_crop` (x, y, width, height) writes DefaultCropOrigin/DefaultCropSize.
     """
     from pidng.core import RAW2DNG
     from pidng.defs import DNGVersion, PhotometricInterpretation
@@ -177,6 +179,10 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
     tags.set(Tag.BlackLevelRepeatDim, [2, 2])
     tags.set(Tag.BlackLevel, [int(b) for b in blacks])
     tags.set(Tag.WhiteLevel, int(white_level))
+    if default_crop is not None:
+        x, y, crop_width, crop_height = (int(v) for v in default_crop)
+        tags.set(Tag.DefaultCropOrigin, [x, y])
+        tags.set(Tag.DefaultCropSize, [crop_width, crop_height])
     matrix = color_matrix if color_matrix is not None else np.eye(3)
     tags.set(Tag.ColorMatrix1, [[int(round(v * 10000)), 10000] for v in np.ravel(matrix)])
     tags.set(Tag.CalibrationIlluminant1, 21)   # D65
@@ -306,8 +312,8 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
                     camera_black_level=None, camera_white_level=None, note=None):
     """A camera RAW file (DNG, CR2, NEF, ... as LibRaw reads it) -> (uint16 Zurich mosaic [H, W], flip).
 
-    The visible area is cropped to the Zurich phase (R at (0,0)) by dropping the first row and/or
-    column, never by rotating the mosaic; an odd size then loses its last row/column (said via note()).
+    The visible area (LibRaw's, narrowed to a DNG's DefaultCrop if there is one) is cropped to the
+    Zurich phase (R at (0,0)) by dropping the first row and/or column, never by rotating the mosaic; an odd size then loses its last row/column (said via note()).
     The camera's per-channel black and its white level (from the metadata, or the camera_* overrides)
     are mapped onto black_level/white_level. `flip` is LibRaw's orientation code: apply_flip() it to
     the rendered photo.
@@ -319,14 +325,15 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
     with _libraw_stderr() as said:
         try:
             with rawpy.imread(path) as raw:
+                flat = raw.raw_type == rawpy.RawType.Flat
                 num_colors = raw.num_colors
                 pattern = raw.raw_pattern
                 color_desc = raw.color_desc.decode('ascii', 'replace')
-                visible = raw.raw_image_visible.copy()
-                colors = raw.raw_colors_visible.copy()
+                visible = raw.raw_image_visible.copy() if flat else None
+                colors = raw.raw_colors_visible.copy() if flat else None
                 blacks = list(raw.black_level_per_channel)
                 white = raw.white_level
-                flip = raw.sizes.flip
+                sizes = raw.sizes
         except rawpy.LibRawFileUnsupportedError:
             error = 'not a camera RAW file LibRaw can read'
         except (rawpy.LibRawError, MemoryError, ValueError) as caught:
@@ -339,13 +346,23 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
                         % (path, detail))
 
     # Sensor layout: only whole 2x2 Bayer cells can be packed into PyNET's four channels.
+    if not flat or visible.ndim != 2:
+        raise UserError('%s holds several values per pixel (a linear, already demosaiced RAW or a Foveon '
+                        'sensor): PyNET needs the mosaic of a 2x2 Bayer sensor' % path)
     if num_colors == 1 or pattern is None or pattern.size == 1:
         raise UserError('%s: monochrome sensor (no colour filter array): PyNET needs a 2x2 Bayer sensor' % path)
     if pattern.shape != (2, 2):
         raise UserError('%s: %dx%d colour filter pattern (X-Trans or Quad Bayer?): PyNET needs a 2x2 Bayer '
                         'sensor (RGGB, BGGR, GRBG or GBRG)' % ((path,) + pattern.shape))
-    if visible.ndim != 2 or visible.shape[0] < 2 or visible.shape[1] < 2:
-        raise UserError('%s: no usable single-channel mosaic (%s)' % (path, 'x'.join(map(str, visible.shape))))
+    # A DNG's DefaultCrop (LibRaw gives it in raw-frame coordinates) narrows the visible area.
+    top, left = sizes.crop_top_margin - sizes.top_margin, sizes.crop_left_margin - sizes.left_margin
+    height, width = sizes.crop_height, sizes.crop_width
+    if height and width and top >= 0 and left >= 0 and top + height <= visible.shape[0] \
+            and left + width <= visible.shape[1]:
+        visible = visible[top:top + height, left:left + width]
+        colors = colors[top:top + height, left:left + width]
+    if visible.shape[0] < 3 or visible.shape[1] < 3:
+        raise UserError('%s: the visible area is only %dx%d pixels' % ((path,) + visible.shape))
     cell = colors[:2, :2]
     # Colours must repeat with period 2 over the whole image, else this is no Bayer sensor.
     even_h, even_w = colors.shape[0] // 2 * 2, colors.shape[1] // 2 * 2
@@ -362,14 +379,16 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
     if camera_white_level is not None:
         white = camera_white_level
     if cell_black.max() >= white:
-        raise UserError('%s: black level %g >= white level %g: the file says so; pass camera_black_level= and '
-                        'camera_white_level= with the right values' % (path, cell_black.max(), white))
+        source = 'as given' if camera_black_level is not None or camera_white_level is not None else \
+            'in its metadata'
+        raise UserError('%s: black level %g >= white level %g (%s): pass camera_black_level= and '
+                        'camera_white_level= with the right values' % (path, cell_black.max(), white, source))
 
     mosaic = visible[row:, col:]
     cell_black = np.roll(cell_black, (-row, -col), axis=(0, 1))
     mosaic = crop_to_even(mosaic, path, note)
     black = np.tile(cell_black, (mosaic.shape[0] // 2, mosaic.shape[1] // 2))
-    return map_levels(mosaic, black, white, black_level, white_level), int(flip)
+    return map_levels(mosaic, black, white, black_level, white_level), int(sizes.flip)
 
 
 def read_raw_flip(path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 import image_io
 from conftest import assert_one_line_error, run_script
-from test_test_model import EXACT_ENV, shared_models_dir
+from test_test_model import EXACT_ENV, read_png16_rgb, shared_models_dir
 
 # (row, col) where each pattern's DNG starts relative to the Zurich (RGGB) scene: one row and/or
 # column earlier moves R off (0, 0) and gives the other three patterns.
@@ -100,6 +100,14 @@ def test_odd_sizes_drop_a_row_or_column_and_say_so(tmp_path):
     assert notes == []
 
 
+def test_dng_default_crop_narrows_the_visible_area(tmp_path):
+    mosaic = np.random.default_rng(5).integers(64, 1024, (40, 64)).astype(np.uint16)
+    path = image_io.write_dng(str(tmp_path / 'crop.dng'), mosaic, 'GRBG', default_crop=(4, 6, 50, 30))
+    got, _ = image_io.read_camera_raw(path, note=lambda message: None)
+    # Crop rows 6..35 and columns 4..53, then one column for the GRBG phase, then the odd last column.
+    np.testing.assert_array_equal(got, mosaic[6:36, 5:53])
+
+
 def test_flip_orients_like_libraw(tmp_path):
     mosaic = np.random.default_rng(3).integers(64, 1024, (32, 48)).astype(np.uint16)
     for orientation in range(1, 9):
@@ -148,6 +156,7 @@ def test_dng_to_png_writes_the_mosaic_and_reports_bad_files(converted):
 
 
 def test_dng_and_its_png_render_alike_for_every_pattern(converted, models_dir, tmp_path):
+    """One test_model.py run (the published-model path, 16 bits) over DNGs of the four patterns and their PNGs."""
     folder, _ = converted
     inputs = tmp_path / 'inputs'
     inputs.mkdir()
@@ -155,14 +164,15 @@ def test_dng_and_its_png_render_alike_for_every_pattern(converted, models_dir, t
         os.link(folder / (name + '.dng'), inputs / (name + '.dng'))
         os.link(folder / 'out' / (name + '.png'), inputs / (name + '.png'))
     out = tmp_path / 'out'
-    result = run_script('test_model.py', 'level=0', 'use_gpu=false', 'input=%s' % inputs,
+    result = run_script('test_model.py', 'level=0', 'orig=true', 'bits=16', 'use_gpu=false', 'input=%s' % inputs,
                         'models_dir=%s' % models_dir, 'output_dir=%s' % out, cwd=str(tmp_path), env=EXACT_ENV)
     assert result.returncode == 0, result.stderr
-    assert len(os.listdir(out)) == 10
-    photos = {name: np.asarray(Image.open(out / name)) for name in os.listdir(out)}
-    upright = photos.pop('upright_dng_level_0_iteration_7.png')
-    np.testing.assert_array_equal(photos.pop('upright_png_level_0_iteration_7.png'), upright)
-    assert upright.shape == SCENE_SHAPE + (3,)
+    assert sorted(os.listdir(out)) == sorted('%s_%s_level_0_orig.png' % (name, ext) for ext in ('dng', 'png')
+                                             for name in ('RGGB', 'GRBG', 'GBRG', 'BGGR', 'upright'))
+    photos = {name: read_png16_rgb(out / name) for name in os.listdir(out)}
+    upright = photos.pop('upright_dng_level_0_orig.png')
+    np.testing.assert_array_equal(photos.pop('upright_png_level_0_orig.png'), upright)
+    assert upright.shape == SCENE_SHAPE + (3,) and upright.std() > 100
     turned = image_io.apply_flip(upright, 6)     # EXIF 6: turned 90 degrees clockwise
     assert turned.shape == (SCENE_SHAPE[1], SCENE_SHAPE[0], 3)
     for name, photo in photos.items():
