@@ -1,0 +1,237 @@
+"""Trains PyNET level by level, the lowest resolution (5) first, as published.
+
+    python train_model.py level=5
+    python train_model.py level=4        # starts from the last level-5 checkpoint
+    ...
+    python train_model.py level=0
+
+Batches stream from a tf.data pipeline (decoding, packing, resizing and augmentation run in
+parallel and ahead of the model), so memory does not grow with train_size. Every eval_step
+iterations (and at the last one) the test set is evaluated into <models_dir>/logs.txt, a few
+output|target pictures go to <results_dir>, and the generator is saved to
+<models_dir>/pynet_level_<L>_iteration_<i>.ckpt.
+"""
+
+import os
+import sys
+
+import numpy as np
+
+import utils
+from utils import Key, UserError
+
+# ----------------------------------------------------------------------------------------
+# configuration (key=value on the command line)
+
+LEVEL_ITERATIONS = {5: 5000, 4: 5000, 3: 20000, 2: 20000, 1: 35000, 0: 100000}   # published
+KEYS = {
+    'level': Key(None, int, 'level to train: 5 first, then 4, ..., 0', choices=utils.LEVELS, required=True),
+    'batch_size': Key(50, int, 'patches per iteration (small values can make training unstable)'),
+    'train_size': Key(30000, int, 'random training patches the batches are drawn from, re-drawn every 1000 iterations'),
+    'eval_step': Key(1000, int, 'evaluate, save pictures and a checkpoint every this many iterations'),
+    'learning_rate': Key(5e-5, float, 'Adam learning rate'),
+    'restore_iter': Key(None, int, 'iteration of the level+1 checkpoint to start from; none: its last'),
+    'num_train_iters': Key(None, int, 'iterations; none: the published 5000, 5000, 20000, 20000, 35000, 100000 for levels 5..0'),
+    'vgg_dir': Key(utils.DEFAULT_VGG_PATH, str, 'MatConvNet imagenet-vgg-verydeep-19.mat (content loss)'),
+    'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'Zurich RAW-to-RGB dataset folder'),
+    'models_dir': Key(utils.DEFAULT_MODELS_DIR, str, 'where checkpoints and logs.txt go (and level+1 is found)'),
+    'results_dir': Key('results/', str, 'where the output|target pictures go'),
+    'use_gpu': Key(True, bool, 'run on the GPU when there is one'),
+    'seed': Key(0, int, 'seed of the patch sampling, augmentation and initial weights'),
+}
+USAGE = 'usage: python train_model.py level=<5..0> [key=value ...]'
+NUM_VISUALS = 4          # test patches shown in results/ at every evaluation
+LOG_FILE = 'logs.txt'
+
+
+# ----------------------------------------------------------------------------------------
+# the graph pieces: input pipeline and per-replica loss
+
+def input_pipeline(train_pairs, side, level, config, first_iteration=0):
+    """The training batches as a tf.data.Dataset of (uint16 planes [B, s/2, s/2, 4], uint8 targets)."""
+    import load_dataset
+    return load_dataset.train_dataset(train_pairs, side, level, config['batch_size'], config['train_size'],
+                                      config['num_train_iters'], config['seed'], first_iteration)
+
+
+def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False):
+    """(output, target, metrics) of PyNET's level-`level` output on a batch; metrics are scalars.
+
+    Training metrics: loss, mse, psnr, and content where the level's loss uses it. With
+    evaluation=True also content at every level and, at levels 0-1, MS-SSIM (or SSIM where
+    the patches are too small for 5 scales).
+    """
+    import load_dataset
+    import losses
+    import model
+    raw, target = load_dataset.to_float(planes, targets)
+    output = model.PyNET(raw, instance_norm=True, instance_norm_level_1=False, weights=weights)[level]
+    output.shape.assert_is_compatible_with(target.shape)
+    mse = losses.mse(output, target)
+    uses_content = losses.LEVEL_WEIGHTS[level][1] > 0
+    content = losses.content_loss(vgg_net, output, target) if uses_content or evaluation else None
+    ssim = losses.ssim(output, target) if level == 0 else None
+    metrics = {'loss': losses.level_loss(level, mse, content, ssim), 'mse': mse, 'psnr': losses.psnr(mse)}
+    if content is not None:
+        metrics['content'] = content
+    if evaluation and level in losses.MS_SSIM_LEVELS:
+        name, value = losses.structural_metric(output, target)
+        metrics[name.lower()] = value
+    return output, target, metrics
+
+
+def build_loss(level, planes, targets, vgg_net, weights=None):
+    """The per-replica training loss: a dict of scalar tensors with 'loss' (means over the batch)."""
+    return level_graph(level, planes, targets, vgg_net, weights)[2]
+
+
+def make_train_op(loss, learning_rate, variables):
+    """Adam on the generator variables only, as published."""
+    import tensorflow.compat.v1 as tf
+    return tf.train.AdamOptimizer(learning_rate).minimize(loss, var_list=variables)
+
+
+# ----------------------------------------------------------------------------------------
+# evaluation on the test set
+
+METRIC_ORDER = ('loss', 'content', 'mse', 'psnr', 'ms-ssim', 'ssim')
+
+
+def evaluate(sess, test_iterator, metrics, output, target):
+    """Means of the metrics over the whole test set (weighted by batch size), and a few visuals."""
+    import tensorflow.compat.v1 as tf
+    sess.run(test_iterator.initializer)
+    sums, count, outputs, targets = {name: 0.0 for name in metrics if name != 'count'}, 0, [], []
+    while True:
+        try:
+            wanted = NUM_VISUALS - sum(len(o) for o in outputs)
+            values, out, tgt = sess.run([metrics, output, target]) if wanted > 0 else \
+                (sess.run(metrics), None, None)
+        except tf.errors.OutOfRangeError:
+            break
+        n = values.pop('count')
+        for name, value in values.items():
+            sums[name] += float(value) * n      # the metrics are means over the batch
+        count += n
+        if wanted > 0:
+            outputs.append(out[:wanted])
+            targets.append(tgt[:wanted])
+    return {name: total / count for name, total in sums.items()}, (np.concatenate(outputs), np.concatenate(targets))
+
+
+def log_line(level, iteration, train_loss, test):
+    parts = ['%s %.6g' % (name, test[name]) for name in METRIC_ORDER if name in test]
+    return 'level %d, iteration %d: train loss %.6g | test %s' % (level, iteration, train_loss, ', '.join(parts))
+
+
+def save_visuals(results_dir, level, iteration, visuals):
+    import image_io
+    for k, (out, tgt) in enumerate(zip(*visuals)):
+        path = os.path.join(results_dir, 'pynet_level_%d_iteration_%d_img_%d.jpg' % (level, iteration, k))
+        image_io.save_image(path, np.concatenate([out, tgt], axis=1))     # output | target
+
+
+# ----------------------------------------------------------------------------------------
+
+def check_config(config):
+    for name in ('batch_size', 'train_size', 'eval_step', 'num_train_iters'):
+        if config[name] < 1:
+            raise UserError('%s=%s: must be at least 1' % (name, config[name]))
+    if not config['learning_rate'] > 0:
+        raise UserError('learning_rate=%s: must be positive' % config['learning_rate'])
+    if config['level'] == 5 and config['restore_iter'] is not None:
+        raise UserError('restore_iter=%d: level 5 starts from scratch; restore_iter picks the level+1 '
+                        'checkpoint of levels 4..0' % config['restore_iter'])
+
+
+def main(argv):
+    config = utils.parse_args(argv, KEYS, USAGE)
+    level = config['level']
+    config['num_train_iters'] = config['num_train_iters'] or LEVEL_ITERATIONS[level]
+    check_config(config)
+    num_iters, eval_step, models_dir = config['num_train_iters'], config['eval_step'], config['models_dir']
+
+    # Everything that can be wrong with the user's files is checked before TensorFlow starts.
+    import load_dataset
+    import vgg
+    train_pairs = load_dataset.list_pairs(config['dataset_dir'], 'train')
+    test_pairs = load_dataset.list_pairs(config['dataset_dir'], 'test')
+    side = load_dataset.patch_side(train_pairs)
+    load_dataset.check_headers(train_pairs[:1] + test_pairs, side)
+    vgg_net = vgg.VGG19(config['vgg_dir'])
+    start_from = None
+    if level < 5:       # level L continues from level L+1's weights
+        start_from = utils.find_checkpoint(models_dir, level + 1, config['restore_iter'])[0]
+    target_side = load_dataset.target_side(side, level)
+    if config['train_size'] > len(train_pairs):
+        print('train_size=%d: the dataset has %d training patches; using all of them'
+              % (config['train_size'], len(train_pairs)))
+
+    import losses
+    import model
+    import tensorflow.compat.v1 as tf
+    if level in losses.MS_SSIM_LEVELS and not losses.ms_ssim_fits(target_side):
+        print('note: ' + losses.ms_ssim_note(target_side))
+
+    # -- graph: streamed training batches -> PyNET -> loss -> Adam; the test set through the same weights
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(config['seed'])
+        weights = model.PyNETWeights()
+        train_iterator = tf.data.make_initializable_iterator(input_pipeline(train_pairs, side, level, config))
+        train_metrics = build_loss(level, *train_iterator.get_next(), vgg_net, weights)
+        generator_vars = model.generator_variables()     # before the optimiser adds its slots
+        train_op = make_train_op(train_metrics['loss'], config['learning_rate'], generator_vars)
+
+        test_iterator = tf.data.make_initializable_iterator(
+            load_dataset.test_dataset(test_pairs, side, level, config['batch_size']))
+        test_output, test_target, test_metrics = level_graph(level, *test_iterator.get_next(), vgg_net, weights,
+                                                             evaluation=True)
+        test_metrics['count'] = tf.shape(test_output)[0]
+        saver = tf.train.Saver(var_list=generator_vars, max_to_keep=None)
+        init_all = tf.global_variables_initializer()
+        # When the generator is restored, drawing its 47M random initial values would be wasted.
+        restored = {v.op.name for v in generator_vars}
+        init_optimizer = tf.variables_initializer([v for v in tf.global_variables() if v.op.name not in restored])
+
+    print('level %d: %d iterations of batch %d on %d training patches (%dx%d mosaics), %d test patches'
+          % (level, num_iters, config['batch_size'], len(train_pairs), side, side, len(test_pairs)))
+    with tf.Session(graph=graph, config=utils.session_config(config['use_gpu'])) as sess:
+        sess.run(train_iterator.initializer)
+        if start_from:
+            sess.run(init_optimizer)
+            utils.restore_variables(sess, generator_vars, start_from)
+            print('starting from %s' % start_from)
+        else:
+            sess.run(init_all)
+            print('starting from random weights')
+
+        # -- the training loop
+        train_losses = []
+        bar = utils.progress(total=num_iters, desc='level %d' % level, unit='it')
+        try:
+            for iteration in range(1, num_iters + 1):
+                _, loss = sess.run([train_op, train_metrics['loss']])
+                train_losses.append(loss)
+                bar.set_postfix(loss='%.4g' % loss, refresh=False)
+                bar.update(1)
+                if iteration % eval_step == 0 or iteration == num_iters:
+                    test, visuals = evaluate(sess, test_iterator, test_metrics, test_output, test_target)
+                    line = log_line(level, iteration, float(np.mean(train_losses)), test)
+                    utils.append_line(os.path.join(models_dir, LOG_FILE), line)
+                    bar.write(line)
+                    save_visuals(config['results_dir'], level, iteration, visuals)
+                    utils.save_variables(sess, saver, utils.checkpoint_path(models_dir, level, iteration))
+                    train_losses = []
+        except tf.errors.OpError as error:
+            found = load_dataset.user_error(error)     # a damaged patch met on the way
+            if found is None:
+                raise
+            raise found from None
+        finally:
+            bar.close()
+    print('saved %s' % utils.checkpoint_path(models_dir, level, num_iters))
+
+
+if __name__ == '__main__':
+    utils.run_main(main)
