@@ -311,6 +311,71 @@ class TrainingState:
         return sorted(found)
 
 
+class Checkpoints:
+    """Saving and resuming one level: generator checkpoint (published layout), optimiser state, log line.
+
+    Save order makes a SIGKILL at any moment harmless: the state is written first, then the
+    generator checkpoint (its .index renamed last commits the iteration), then the log line.
+    Resuming restarts from the last committed iteration, so no log line is ever repeated.
+    """
+
+    def __init__(self, models_dir, level, generator_vars, is_chief=True):
+        import tensorflow.compat.v1 as tf
+        self.models_dir, self.level, self.is_chief = models_dir, level, is_chief
+        self.generator_vars = list(generator_vars)
+        self.generator_saver = tf.train.Saver(var_list=self.generator_vars, max_to_keep=None)
+        self.state = TrainingState(self.generator_vars)
+
+    def resume(self, sess):
+        """Restores the last committed iteration of this level; returns it (0: nothing to resume)."""
+        remove_stale_temporaries(self.models_dir)
+        iteration, generator, state = resume_point(self.models_dir, self.level)
+        if iteration:
+            utils.restore_variables(sess, self.generator_vars, generator)
+            if state is not None:
+                self.state.restore(sess, state)
+            else:
+                print('note: no optimiser state saved with %s: Adam restarts from zero moments' % generator)
+        return iteration
+
+    def save(self, sess, iteration, log_line=None, log_path=None):
+        """Commits `iteration` (chief only): state, generator checkpoint, then the log line."""
+        if not self.is_chief:
+            return None
+        self.state.save(sess, self.models_dir, self.level, iteration)
+        path = utils.save_variables(sess, self.generator_saver,
+                                    utils.checkpoint_path(self.models_dir, self.level, iteration))
+        if log_line is not None:
+            utils.append_line(log_path or os.path.join(self.models_dir, 'logs.txt'), log_line)
+        return path
+
+
+def remove_stale_temporaries(models_dir):
+    """Deletes half-written checkpoint files left by killed processes (`.tmp-<pid>-...`)."""
+    import glob
+    import re
+    for folder in (models_dir, os.path.join(models_dir, STATE_DIR)):
+        for path in glob.glob(os.path.join(glob.escape(folder), '.tmp-*')):
+            match = re.match(r'\.tmp-(\d+)-', os.path.basename(path))
+            if match and not _process_alive(int(match.group(1))):
+                import shutil
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ----------------------------------------------------------------------------------------
 # TensorBoard
 
