@@ -54,7 +54,10 @@ def convert(path, config, note=None):
         raise UserError('%s is already a PNG, not a camera RAW file' % path)
     mosaic, flip = image_io.read_camera_raw(path, config['black_level'], config['white_level'],
                                             config['camera_black_level'], config['camera_white_level'], note)
-    image_io.save_raw_png(output, mosaic, flip)
+    try:
+        image_io.save_raw_png(output, mosaic, flip)
+    except OSError as error:
+        raise UserError('cannot write %s (%s)' % (output, error.strerror or error))
     return output, mosaic.shape, flip
 
 

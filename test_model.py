@@ -109,26 +109,38 @@ def main(argv):
 
     # A single file is read before the model loads, so that a bad file fails at once, on one line.
     first = read(paths[0]) if len(paths) == 1 else None
+    try:
+        os.makedirs(config['output_dir'], exist_ok=True)
+    except OSError as error:
+        raise UserError('cannot create output_dir=%s (%s)' % (config['output_dir'], error.strerror or error))
     failed = []
     with render.Renderer(checkpoint, level, use_gpu=config['use_gpu'], precision=config['precision'],
                          tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1']) as renderer:
+        from tensorflow.errors import ResourceExhaustedError
         bar = utils.progress(total=len(paths), desc='rendering', unit='image')
         note = lambda message: bar.write(message, file=sys.stderr)
+
+        def render_one(path, output, loaded):
+            mosaic, flip = loaded or read(path, note)
+            bar.set_postfix_str(os.path.basename(path))
+            try:
+                photo = renderer.render(image_io.pack_raw(mosaic))
+            except (MemoryError, ResourceExhaustedError):
+                raise UserError('out of memory rendering %s: pass a smaller tile= (now %d)' % (path, config['tile']))
+            try:
+                image_io.save_image(output, image_io.apply_flip(photo, flip), config['bits'])
+            except OSError as error:
+                raise UserError('cannot write %s (%s)' % (output, error.strerror or error))
+
         for path, output in zip(paths, outputs):
             try:
-                mosaic, flip = first if first is not None else read(path, note=note)
-                first = None
-                bar.set_postfix_str(os.path.basename(path))
-                photo = renderer.render(image_io.pack_raw(mosaic))
-                image_io.save_image(output, image_io.apply_flip(photo, flip), config['bits'])
+                render_one(path, output, first)
             except UserError as error:
                 if len(paths) == 1:
                     raise
                 failed.append(path)
                 bar.write('error: %s' % error, file=sys.stderr)
-            except MemoryError:
-                failed.append(path)
-                bar.write('error: out of memory rendering %s: try a smaller tile=' % path, file=sys.stderr)
+            first = None
             bar.update(1)
         bar.close()
     done = len(paths) - len(failed)
