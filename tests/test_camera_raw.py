@@ -79,6 +79,15 @@ def test_four_patterns_give_the_same_zurich_mosaic(tmp_path):
     # The level mapping undoes the camera's per-site blacks and 12-bit white (up to rounding).
     assert mosaics['RGGB'].shape == SCENE_SHAPE
     assert np.abs(mosaics['RGGB'].astype(int) - big[1:, 1:]).max() <= 1
+    # Same-size DNGs cut from one RGGB scene at offsets 0 or 1: the phase crop drops a row/column
+    # at the top/left, so each reads the scene from row/column 0 or 2 on, the same values there.
+    height, width = SCENE_SHAPE
+    for pattern, (sr, sc) in PATTERN_SHIFTS.items():
+        path = image_io.write_dng(str(tmp_path / ('cut_%s.dng' % pattern)), big[sr:sr + height, sc:sc + width],
+                                  pattern)
+        got, _ = image_io.read_camera_raw(path)
+        assert got.shape == (height - 2 * sr, width - 2 * sc), pattern
+        np.testing.assert_array_equal(got, big[2 * sr:height, 2 * sc:width], err_msg=pattern)
     # Other training levels: the camera's black goes to black_level and its white to white_level.
     low, _ = image_io.read_camera_raw(str(tmp_path / 'BGGR.dng'), black_level=0, white_level=511)
     expected = np.round((big[1:, 1:].astype(float) - 64) * 511 / 959)
