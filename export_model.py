@@ -30,7 +30,7 @@ SIGNATURE = 'serving_default'
 
 KEYS = {
     'level': Key(0, int, 'PyNET level whose output is exported (0 = full-size photo)', choices=utils.LEVELS),
-    'orig': Key(False, bool, 'export the published model models_dir/original/pynet_level_0.ckpt'),
+    'orig': Key(False, bool, 'export the published model models_dir/original/pynet_level_0.ckpt (level=0)'),
     'restore_iter': Key(None, int, 'iteration to export (default: the last saved one of the level)'),
     'models_dir': Key(utils.DEFAULT_MODELS_DIR, str, 'folder with the checkpoints'),
     'height': Key(224, int, 'packed input height = RAW height / 2; a multiple of 16 (a 12 MP photo: 1472)'),
@@ -38,6 +38,7 @@ KEYS = {
     'format': Key('tflite', str, 'tflite (a .tflite file) or saved_model (a folder)', choices=FORMATS),
     'quant': Key('none', str, 'tflite only: none, float16, dynamic (int8 weights) or int8 (calibrated)',
                  choices=QUANTS),
+    'instance_norm_level_1': Key(False, bool, 'set it if the checkpoint was trained with instance norm on level 1'),
     'output': Key('', str, 'where to write (default models_dir/export/pynet_level_<L>_<iteration|orig>'
                            '_<height>x<width>[_<quant>][.tflite])'),
     'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'quant=int8: RAW patches <dataset_dir>/train|test/huawei_raw/'),
@@ -109,7 +110,7 @@ def calibration_inputs(files, height, width, count, seed=0):
 # ----------------------------------------------------------------------------------------
 # graph -> SavedModel -> TFLite
 
-def write_saved_model(checkpoint, level, height, width, path):
+def write_saved_model(checkpoint, level, height, width, path, instance_norm_level_1=False):
     """A SavedModel of PyNET's level-`level` output for a [1, height, width, 4] input, with one signature:
     raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature."""
     import tensorflow.compat.v1 as tf
@@ -118,7 +119,8 @@ def write_saved_model(checkpoint, level, height, width, path):
     graph = tf.Graph()
     with graph.as_default():
         raw = tf.placeholder(tf.float32, [1, height, width, 4], name=INPUT_NAME)
-        rgb = tf.identity(model.PyNET(raw)[level], name=OUTPUT_NAME)
+        outputs = model.PyNET(raw, instance_norm_level_1=instance_norm_level_1)
+        rgb = tf.identity(outputs[level], name=OUTPUT_NAME)
         with tf.Session(config=utils.session_config(use_gpu=False)) as sess:
             utils.restore_variables(sess, model.generator_variables(), checkpoint)
             signature = tf.saved_model.signature_def_utils.predict_signature_def({INPUT_NAME: raw},
@@ -164,6 +166,8 @@ def export(config):
                         % config['quant'])
     if config['orig'] and config['restore_iter'] is not None:
         raise UserError('orig=true and restore_iter= exclude each other: give one of them')
+    if config['orig'] and config['level'] != 0:
+        raise UserError('orig=true exports the published level-0 model: use level=0 (or a checkpoint of yours)')
     if config['quant'] == 'int8':
         if config['calibration_size'] < 1:
             raise UserError('calibration_size=%d: quant=int8 needs at least 1 calibration input'
@@ -186,7 +190,8 @@ def export(config):
     work = tempfile.mkdtemp(prefix='.export-', dir=folder)
     try:
         saved = os.path.join(work, 'saved_model')
-        write_saved_model(checkpoint, config['level'], config['height'], config['width'], saved)
+        write_saved_model(checkpoint, config['level'], config['height'], config['width'], saved,
+                          config['instance_norm_level_1'])
         if config['format'] == 'saved_model':
             replace_path(saved, output)
         else:

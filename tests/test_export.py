@@ -134,6 +134,7 @@ def test_calibration_inputs_tile_patches(tmp_path):
     (['format=saved_model', 'quant=float16'], ['quant=float16', 'format=tflite']),
     (['restore_iter=99'], ['not found']),
     (['quant=int8', 'dataset_dir=nowhere/'], ['nowhere/', 'calibrat']),
+    (['orig=true', 'level=2'], ['orig=true', 'level=0']),
 ])
 def test_bad_input_one_line_error_and_no_files(setup, tmp_path, args, fragments):
     output = tmp_path / 'out' / 'model.tflite'
