@@ -7,6 +7,8 @@ argument errors answer at once.
 
 import contextlib
 import glob
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -14,6 +16,48 @@ import tempfile
 
 # Quieten TensorFlow's C++ start-up chatter; a user may still override it.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Sends file descriptor 2 to /dev/null for the block (C++ logs that bypass Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes the first `import tensorflow` silent on stderr.
+
+    TensorFlow's C++ layer prints oneDNN and CUDA notices while importing, before it reads
+    TF_CPP_MIN_LOG_LEVEL; they would turn every one-line error into several lines.
+    """
+
+    def find_spec(self, name, path, target=None):
+        if name != 'tensorflow' or self not in sys.meta_path:
+            return None
+        sys.meta_path.remove(self)
+        with quiet_native_stderr():
+            self.module = importlib.import_module(name)
+        self.spec = self.module.__spec__
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        module.__spec__ = self.spec     # the real spec, not this stand-in's
+
+
+if os.environ['TF_CPP_MIN_LOG_LEVEL'] != '0' and 'tensorflow' not in sys.modules:
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 DEFAULT_MODELS_DIR = 'models/'
 DEFAULT_DATASET_DIR = 'raw_images/'
@@ -203,7 +247,11 @@ def restore_variables(sess, variables, path):
         if list(stored[name]) != var.shape.as_list():
             raise UserError('checkpoint %s: %s has shape %s, the graph needs %s: it is from another model'
                             % (path, name, list(stored[name]), var.shape.as_list()))
-    tf.train.Saver(var_list=variables).restore(sess, path)
+    try:
+        tf.train.Saver(var_list=variables).restore(sess, path)
+    except tf.errors.OpError as error:   # e.g. a truncated .data file
+        raise UserError('cannot restore checkpoint %s (%s): it is damaged; save or download it again'
+                        % (path, error.message.splitlines()[0][:120]))
 
 
 def save_variables(sess, saver, path):
@@ -223,7 +271,8 @@ def save_variables(sess, saver, path):
 
 def gpu_available():
     import tensorflow as tf2
-    return bool(tf2.config.list_physical_devices('GPU'))
+    with quiet_native_stderr():     # CUDA's 'failed call to cuInit' on machines without a GPU
+        return bool(tf2.config.list_physical_devices('GPU'))
 
 
 def session_config(use_gpu=True, precision='float32'):
