@@ -101,3 +101,26 @@ def test_missing_and_mismatched_checkpoints_are_user_errors(tmp_path):
         a = tf.Variable(tf.zeros([2, 3]), name='generator/Variable')
         with tf.Session() as sess, pytest.raises(UserError, match='cannot read checkpoint'):
             utils.restore_variables(sess, [a], path)
+
+
+def test_truncated_checkpoint_data_is_a_user_error(tmp_path):
+    path = utils.checkpoint_path(str(tmp_path), 2, 5)
+    _save_two_variables(path, 3.0)
+    data = path + '.data-00000-of-00001'
+    open(data, 'r+b').truncate(8)
+    with tf.Graph().as_default():
+        a = tf.Variable(tf.zeros([2, 3]), name='generator/Variable')
+        b = tf.Variable(tf.zeros([3]), name='generator/Variable_1')
+        with tf.Session() as sess, pytest.raises(UserError, match='damaged'):
+            utils.restore_variables(sess, [a, b], path)
+
+
+def test_tensorflow_import_is_silent_on_stderr(run):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, '-c', 'import utils, tensorflow.compat.v1 as tf; '
+                             'print(tf.constant(1).shape)'], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'},
+                            cwd=os.path.dirname(os.path.abspath(utils.__file__)))
+    assert result.returncode == 0 and result.stdout.strip() == '()'
+    assert result.stderr.strip() == ''
