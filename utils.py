@@ -46,6 +46,8 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader)
         sys.meta_path.remove(self)
         with quiet_native_stderr():
             self.module = importlib.import_module(name)
+            # Probing for GPUs now keeps CUDA's 'failed call to cuInit' off stderr later.
+            self.module.config.list_physical_devices('GPU')
         self.spec = self.module.__spec__
         return importlib.util.spec_from_loader(name, self)
 
