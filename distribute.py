@@ -45,6 +45,24 @@ def use_logical_cpus(count):
     return ['/cpu:%d' % i for i in range(count)]
 
 
+CPU_REPLICAS_ENV = 'PYNET_CPU_REPLICAS'
+
+
+def cpu_replica_devices(environ=None):
+    """Logical CPU devices to mirror over when PYNET_CPU_REPLICAS=N (N > 1) is set, else None.
+
+    Lets multi-device training run on a machine without GPUs (tests, trying things out).
+    Call before anything initialises TensorFlow's runtime.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get(CPU_REPLICAS_ENV, '').strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError('%s=%s: must be a whole number of logical CPU devices, 1 or more' % (CPU_REPLICAS_ENV, text))
+    return use_logical_cpus(int(text)) if int(text) > 1 else None
+
+
 def read_cluster(environ=None):
     """The multi-worker cluster described by TF_CONFIG, or None when it is unset or has one worker.
 

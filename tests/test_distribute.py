@@ -155,6 +155,10 @@ def test_tf_config_is_read_and_checked():
                 config({'type': 'ps', 'index': 0})):
         with pytest.raises(utils.UserError, match='TF_CONFIG'):
             distribute.read_cluster(bad)
+    assert distribute.cpu_replica_devices({}) is None
+    assert distribute.cpu_replica_devices({'PYNET_CPU_REPLICAS': '1'}) is None
+    with pytest.raises(utils.UserError, match='PYNET_CPU_REPLICAS=two'):
+        distribute.cpu_replica_devices({'PYNET_CPU_REPLICAS': 'two'})
 
 
 def test_tensorboard_scalars_and_images(tmp_path):
