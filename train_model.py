@@ -57,13 +57,14 @@ def input_pipeline(train_pairs, side, level, config, first_iteration=0):
 def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False):
     """(output, target, metrics) of PyNET's level-`level` output on a batch; metrics are scalars.
 
-    Training metrics: loss, mse, psnr, and content where the level's loss uses it. With
-    evaluation=True also content at every level and, at levels 0-1, MS-SSIM (or SSIM where
-    the patches are too small for 5 scales).
+    Training metrics: loss, mse, psnr (of the batch's MSE), and content where the level's loss
+    uses it. With evaluation=True: content at every level, psnr as the mean of the images'
+    PSNRs, and at levels 0-1 MS-SSIM (or SSIM where the patches are too small for 5 scales).
     """
     import load_dataset
     import losses
     import model
+    import tensorflow.compat.v1 as tf
     raw, target = load_dataset.to_float(planes, targets)
     output = model.PyNET(raw, instance_norm=True, instance_norm_level_1=False, weights=weights)[level]
     output.shape.assert_is_compatible_with(target.shape)
@@ -74,6 +75,8 @@ def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False)
     metrics = {'loss': losses.level_loss(level, mse, content, ssim), 'mse': mse, 'psnr': losses.psnr(mse)}
     if content is not None:
         metrics['content'] = content
+    if evaluation:       # PSNR of each image, averaged, as evaluate_accuracy.py reports it
+        metrics['psnr'] = tf.reduce_mean(losses.psnr(losses.per_image_mse(output, target)))
     if evaluation and level in losses.MS_SSIM_LEVELS:
         name, value = losses.structural_metric(output, target)
         metrics[name.lower()] = value
@@ -147,7 +150,8 @@ def check_config(config):
 def main(argv):
     config = utils.parse_args(argv, KEYS, USAGE)
     level = config['level']
-    config['num_train_iters'] = config['num_train_iters'] or LEVEL_ITERATIONS[level]
+    if config['num_train_iters'] is None:
+        config['num_train_iters'] = LEVEL_ITERATIONS[level]
     check_config(config)
     num_iters, eval_step, models_dir = config['num_train_iters'], config['eval_step'], config['models_dir']
 
