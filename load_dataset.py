@@ -182,13 +182,22 @@ def _decode(pairs, side, level):
         planes, target = tf2.numpy_function(load, [index], [tf2.uint16, tf2.uint8], stateful=False)
         planes.set_shape([side // 2, side // 2, 4])
         target.set_shape([t, t, 3])
-        rotations = tf2.cast(rotations, tf2.int32)
-        planes, target = tf2.image.rot90(planes, rotations), tf2.image.rot90(target, rotations)
-        flip = tf2.cast(flip, tf2.bool)
-        planes = tf2.where(flip, tf2.reverse(planes, [0]), planes)
-        target = tf2.where(flip, tf2.reverse(target, [0]), target)
-        return planes, target
+        which = tf2.cast(rotations * 2 + flip, tf2.int32)
+        return _dihedral(planes, which), _dihedral(target, which)
     return decode
+
+
+def _dihedral(image, which):
+    """augment()'s rotation (which // 2 quarter turns) and flip (which % 2) of [H, W, C] as one
+    transpose and/or reverse: a single copy, and only the branch taken runs."""
+    import tensorflow as tf2
+    t = lambda x: tf2.transpose(x, [1, 0, 2])
+    r = lambda x, axes: tf2.reverse(x, axes)
+    branches = [lambda: image, lambda: r(image, [0]),                  # 0 turns, then flipped
+                lambda: r(t(image), [0]), lambda: t(image),            # 1 turn
+                lambda: r(image, [0, 1]), lambda: r(image, [1]),       # 2 turns
+                lambda: r(t(image), [1]), lambda: r(t(image), [0, 1])]  # 3 turns
+    return tf2.switch_case(which, branches)
 
 
 def _options(threads):

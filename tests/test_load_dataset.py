@@ -156,12 +156,14 @@ def test_sampling_keeps_the_published_meaning():
 @pytest.mark.parametrize('level', [0, 1])
 def test_pipeline_batches_equal_the_numpy_reading(dataset, level):
     pairs = load_dataset.list_pairs(dataset, 'train')
-    kwargs = dict(batch_size=3, train_size=5, num_iterations=4, seed=1, resample_every=2)
+    kwargs = dict(batch_size=4, train_size=5, num_iterations=6, seed=1, resample_every=2)
     with tf.Graph().as_default():
         picks = run_all(load_dataset.train_picks(len(pairs), kwargs['batch_size'], kwargs['train_size'],
                                                  kwargs['num_iterations'], 1, resample_every=2))
         batches = run_all(load_dataset.train_dataset(pairs, 64, level, **kwargs))
-    assert len(batches) == 4
+    assert len(batches) == 6
+    # all 8 rotation and flip combinations are met, each must equal numpy's augment()
+    assert len({(r, f) for p in picks for r, f in zip(p[1].tolist(), p[2].tolist())}) == 8
     for (indices, rotations, flips), (planes, targets) in zip(picks, batches):
         # held as the stored samples, never as float
         assert planes.dtype == np.uint16 and targets.dtype == np.uint8
