@@ -60,20 +60,16 @@ def list_pairs(dataset_dir, split):
     return [(raws[i], rgbs[i]) for i in sorted(raws)]
 
 
-def _size_problem(height, width):
-    if height != width or height % MOSAIC_MULTIPLE:
-        return ('patches must be square Bayer mosaics with a side that is a multiple of %d '
-                '(448x448 in the Zurich dataset), with a photo of the same size' % MOSAIC_MULTIPLE)
-    return None
+SIZE_RULE = ('patches must be square Bayer mosaics with a side that is a multiple of %d (448x448 in the '
+             'Zurich dataset), each with a photo of the same size' % MOSAIC_MULTIPLE)
 
 
 def patch_side(pairs):
     """Mosaic side of the dataset's patches (448 for Zurich), from the first RAW; checked."""
     raw_path = pairs[0][0]
     width, height = _header(raw_path, 'RAW image')[:2]
-    problem = _size_problem(height, width)
-    if problem:
-        raise UserError('RAW image %s is %dx%d: %s' % (raw_path, width, height, problem))
+    if height != width or height % MOSAIC_MULTIPLE:
+        raise UserError('RAW image %s is %dx%d: %s' % (raw_path, width, height, SIZE_RULE))
     return height
 
 
@@ -98,11 +94,11 @@ def check_headers(pairs, side):
                             % (raw_path, bands))
         if (height, width) != (side, side):
             raise UserError('RAW image %s is %dx%d, the other patches are %dx%d: %s'
-                            % (raw_path, width, height, side, side, _size_problem(1, 0)))
+                            % (raw_path, width, height, side, side, SIZE_RULE))
         width, height, _ = _header(rgb_path, 'photo')
         if (height, width) != (side, side):
             raise UserError('photo %s is %dx%d, its RAW mosaic is %dx%d: %s'
-                            % (rgb_path, width, height, side, side, _size_problem(1, 0)))
+                            % (rgb_path, width, height, side, side, SIZE_RULE))
 
 
 def target_side(side, level):
@@ -116,11 +112,11 @@ def read_patch(raw_path, rgb_path, side, level):
     mosaic = image_io.read_raw_png(raw_path)      # checks: missing, damaged, channels, > 10 bits
     if mosaic.shape != (side, side):
         raise UserError('RAW image %s is %dx%d, the other patches are %dx%d: %s'
-                        % (raw_path, mosaic.shape[1], mosaic.shape[0], side, side, _size_problem(1, 0)))
+                        % (raw_path, mosaic.shape[1], mosaic.shape[0], side, side, SIZE_RULE))
     photo = image_io.read_rgb_image(rgb_path)
     if photo.shape[:2] != (side, side):
         raise UserError('photo %s is %dx%d, its RAW mosaic is %dx%d: %s'
-                        % (rgb_path, photo.shape[1], photo.shape[0], side, side, _size_problem(1, 0)))
+                        % (rgb_path, photo.shape[1], photo.shape[0], side, side, SIZE_RULE))
     t = target_side(side, level)
     if t != side:
         # PIL's bicubic on the 8-bit photo, as published; the result stays uint8.
