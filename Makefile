@@ -17,3 +17,9 @@ test: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+# make demo: the offline demo (synthetic dataset, brief training of levels 5..0, evaluation,
+# a rendered photo, classical baselines); everything goes into demo_output/. ARGS= passes keys.
+.PHONY: demo
+demo: venv
+	$(PY) demo.py $(ARGS)

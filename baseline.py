@@ -68,18 +68,19 @@ def scene_of(record):
 def image_metrics(outputs, targets):
     """Per-image PSNR, SSIM and (where the size allows 5 scales) MS-SSIM, max value 1.
 
-    PSNR is 20*log10(1/sqrt(mse)) of each image, as evaluate_accuracy.py computes it; SSIM
-    and MS-SSIM are TensorFlow's tf.image.ssim / ssim_multiscale with their defaults.
+    Computed as evaluate_accuracy.py does: PSNR from each image's MSE, TensorFlow's
+    tf.image.ssim / ssim_multiscale with their defaults, losses.ms_ssim_fits for the size.
     """
+    import losses
     import tensorflow as tf
-    outputs = np.asarray(outputs, np.float32)
+    outputs = np.clip(np.asarray(outputs, np.float32), 0.0, 1.0)
     targets = np.asarray(targets, np.float32)
     assert outputs.shape == targets.shape and outputs.ndim == 4, (outputs.shape, targets.shape)
-    mse = np.mean((outputs - targets) ** 2, axis=(1, 2, 3))
-    psnr = 20 * np.log10(1.0 / np.sqrt(np.maximum(mse, 1e-12)))
+    mse = np.mean((outputs.astype(np.float64) - targets) ** 2, axis=(1, 2, 3))
+    psnr = 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
     ssim = tf.image.ssim(tf.constant(outputs), tf.constant(targets), max_val=1.0).numpy()
     result = {'psnr': psnr, 'ssim': ssim, 'ms_ssim': None}
-    if min(outputs.shape[1:3]) > (11 - 1) * 2 ** 4:        # filter size 11 at the 5th scale
+    if all(losses.ms_ssim_fits(side) for side in outputs.shape[1:3]):
         result['ms_ssim'] = tf.image.ssim_multiscale(tf.constant(outputs), tf.constant(targets),
                                                      max_val=1.0).numpy()
     return result
