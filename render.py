@@ -20,13 +20,27 @@ The halo covers the whole receptive field of stage 3, so tiles give the one-piec
 input and the output, which bounds memory.
 """
 
+import ctypes
 import math
+import os
 import sys
 
 import numpy as np
 
 import utils
 from utils import UserError
+
+# Memory: TensorFlow's oneDNN CPU allocator keeps every region it ever grew (a BFC pool), so a
+# render's peak is the sum of its stages' worst moments; the system allocator gives freed tensors
+# back. Must be set before TensorFlow makes its first allocation; a user's own setting wins.
+os.environ.setdefault('TF_ONEDNN_USE_SYSTEM_ALLOCATOR', '1')
+if os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'] == '1':
+    try:    # glibc: map blocks above 256 KiB directly, so that freeing them returns them to the system
+        _libc = ctypes.CDLL('libc.so.6')
+        _libc.mallopt(-3, 256 * 1024)       # M_MMAP_THRESHOLD
+        _libc.mallopt(-1, 1024 * 1024)      # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 DEFAULT_TILE = 512          # packed-pixel tile size (core, without halo); 0 renders in one piece
 PRECISIONS = ('float32', 'bfloat16')
@@ -37,6 +51,20 @@ SIZE_MULTIPLE = 16          # the network pools four times
 # up to an even number so tiles stay aligned with h (S/2); measured by gradients: 57.
 HALO = 58
 E1_HALO = 2                 # e1 = two 3x3 convolutions
+LOW_TILE = 192              # largest tile (at S/2) of the streamed instance-normalised blocks
+# The instance-normalised blocks at S/2 evaluated in tiles, in order (see Renderer._render_tiled):
+# model.py key, largest kernel, channels of the stored arrays whose concatenation is the block's
+# input, and whether the block adds its input (residual).
+STREAMED_BLOCKS = (
+    ('encoder/e2', 3, (32,), False),        # pooled e1
+    ('level2/a', 5, (64, 64), False),       # cat(e2, u2a)
+    ('level2/b', 7, (192,), True),
+    ('level2/c', 7, (192,), True),
+    ('level2/d', 7, (192,), True),
+    ('level2/f', 7, (192,), False),
+    ('level2/g', 5, (192, 64), False),      # cat(block f, e2)
+    ('level2/h', 3, (128, 64), False),      # cat(block g, u2b)
+)
 
 
 def pad_to_multiple(packed, multiple=SIZE_MULTIPLE):
@@ -83,8 +111,104 @@ def _upsample_input(u):
     return transposed[0].op.inputs[2]
 
 
+def combine_moments(parts):
+    """Mean and variance of a whole image from (pixel count, mean, variance) of its disjoint parts."""
+    counts = np.array([n for n, _, _ in parts], np.float64)[:, None]
+    means = np.array([m for _, m, _ in parts], np.float64)
+    variances = np.array([v for _, _, v in parts], np.float64)
+    mean = (counts * means).sum(0) / counts.sum()
+    variance = (counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum()
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def _conv_using(ops, variable):
+    """The one convolution among `ops` whose kernel is `variable`."""
+    found = [op for op in ops if op.type in ('Conv2D', 'Conv2DBackpropInput')
+             and op.inputs[1].op.inputs[0].op is variable.op]
+    assert len(found) == 1, 'model.py changed: render.py cannot find the convolution of %s' % variable.op.name
+    return found[0]
+
+
+class _Progress:
+    """Steps of one render: a tqdm bar (progress=None, several steps), nothing (False) or a callback."""
+
+    def __init__(self, progress, total):
+        self.callback = progress if callable(progress) else None
+        self.total, self.done = total, 0
+        self.bar = None
+        if progress is None and total > 1:
+            self.bar = utils.progress(total=total, desc='render', unit='step', leave=False)
+
+    def step(self):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _StreamedBlock:
+    """Tile graphs evaluating one instance-normalised model.multi_conv_block in three passes over the image.
+
+    pass1: first convolutions of every branch (pre-norm), kept, and their moments on the tile core;
+    pass2: norm + leaky ReLU with the whole-image statistics, second convolutions, their moments;
+    pass3: both norms applied, branches concatenated (+ residual): the block output on the core.
+    """
+
+    def __init__(self, tf, model, weights, key, kmax, in_channels, residual):
+        sizes = list(range(3, kmax + 1, 2))
+        filters = weights.variables['%s/3x3/conv1/bias' % key].shape.as_list()[0]
+        self.channels = filters * len(sizes)
+        self.halo = kmax // 2       # one convolution's radius: pass1 and pass2/3 each convolve once
+        self.core = tf.placeholder(tf.int32, [4])              # top, left, height, width in the tile
+        top, left, height, width = tf.unstack(self.core)
+
+        def crop(x):
+            return tf.slice(x, tf.stack([0, top, left, 0]), tf.stack([1, height, width, -1]))
+
+        def moments(x):
+            return tf.nn.moments(crop(x), [0, 1, 2])
+
+        # The block input may be a concatenation of stored arrays: one placeholder each.
+        self.sources = [tf.placeholder(tf.float32, [1, None, None, c]) for c in in_channels]
+        x = self.sources[0] if len(self.sources) == 1 else tf.concat(self.sources, 3)
+        y = tf.concat([model.conv(weights, '%s/%dx%d/conv1' % (key, k, k), x, filters, k, activation=False)
+                       for k in sizes], 3)
+        self.pass1 = [crop(y)] + list(moments(y))
+        self.y1 = tf.placeholder(tf.float32, [1, None, None, self.channels])
+        self.stats = [tf.placeholder(tf.float32, [self.channels]) for _ in range(4)]
+        y2, z2 = [], []
+        for i, k in enumerate(sizes):
+            part = slice(i * filters, (i + 1) * filters)
+            z1 = self._norm(tf, model, weights, '%s/%dx%d/conv1' % (key, k, k), self.y1[..., part],
+                            self.stats[0][part], self.stats[1][part])
+            conv2 = '%s/%dx%d/conv2' % (key, k, k)
+            y2.append(model.conv(weights, conv2, z1, filters, k, activation=False))
+            z2.append(self._norm(tf, model, weights, conv2, y2[-1], self.stats[2][part], self.stats[3][part]))
+        self.pass2 = list(moments(tf.concat(y2, 3)))
+        out = crop(tf.concat(z2, 3))
+        if residual:
+            self.residual = tf.placeholder(tf.float32, [1, None, None, self.channels])
+            out = out + self.residual
+        self.pass3 = out
+
+    @staticmethod
+    def _norm(tf, model, weights, key, y, mean, variance):
+        """model.instance_norm with given statistics, then leaky ReLU."""
+        shift, scale = weights.variables[key + '/shift'], weights.variables[key + '/scale']
+        normed = (y - mean) / tf.sqrt(variance + model.INSTANCE_NORM_EPSILON) * scale + shift
+        return model.leaky_relu(normed)
+
+
 class Renderer:
-    """A session holding PyNET restored from a checkpoint, rendering packed RAW images of any size."""
+    """A session holding PyNET restored from a checkpoint, rendering packed RAW images of any size.
+
+    `level` may be changed between render() calls: every level's graph is there.
+    """
 
     def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=DEFAULT_TILE,
                  instance_norm_level_1=False):
@@ -110,6 +234,9 @@ class Renderer:
         if use_gpu and not utils.gpu_available():
             use_gpu = False     # run on the CPU, as TensorFlow would do anyway
         self.level, self.precision, self.tile = level, precision, tile
+        # Tiles of the instance-normalised S/2 blocks: the same area as a full-resolution tile, but
+        # at most LOW_TILE (their halo is only 2-3 pixels, and smaller tiles keep temporaries small).
+        self.low_tile = max(8, min(LOW_TILE, tile // 2) // 2 * 2)
         self.instance_norm_level_1 = instance_norm_level_1
 
         self.graph = tf.Graph()
@@ -119,8 +246,7 @@ class Renderer:
             if not tile:
                 # The published graph, in one piece.
                 self.input = packed
-                self.output = model.PyNET(packed, instance_norm_level_1=instance_norm_level_1,
-                                          weights=weights)[level]
+                self.outputs = model.PyNET(packed, instance_norm_level_1=instance_norm_level_1, weights=weights)
             else:
                 self._build_tiled(tf, model, weights, packed)
             variables = weights.in_creation_order()
@@ -128,31 +254,39 @@ class Renderer:
         utils.restore_variables(self.sess, variables, checkpoint_path)
 
     def _build_tiled(self, tf, model, weights, packed):
-        """Stage graphs sharing one set of weights: pooled e1, levels 2-5, levels 1-0 of a tile."""
+        """The stage graphs, sharing one set of weights (see the module docstring)."""
+        self.tf, self.model = tf, model
         # Stage 1: pooled e1 of a strip of the packed RAW.
         self.strip_input = packed
         self.pooled_e1 = model.max_pool(model.encoder_level_1(weights, packed))
-        # Stage 2: levels 2-5 from pooled e1. lower_levels pools e1 itself, so it gets an e1
-        # placeholder that is never fed; its pooling is fed with our pooled e1 instead.
-        e1 = tf.placeholder(tf.float32, [1, None, None, 32], name='e1_unused')
-        u1a, u1b, low = model.lower_levels(weights, e1)
-        pools = [op for op in e1.consumers() if op.type == 'MaxPool']
-        assert len(pools) == 1, 'model.lower_levels changed: update Renderer._build_tiled'
-        self.lower_input = pools[0].outputs[0]
-        self.h = _upsample_input(u1a)
-        assert _upsample_input(u1b) is self.h and self.h.shape[-1] == 64
+        # Stage 3 uses the published lower_levels graph, fed with e2 and fetching level 3's last
+        # feature map (what the two level-2 upsamplings read) and the low-resolution outputs.
+        first = len(self.graph.get_operations())
+        _, _, low = model.lower_levels(weights, tf.placeholder(tf.float32, [1, None, None, 32]))
+        lower_ops = self.graph.get_operations()[first:]
+        e3_conv = _conv_using(lower_ops, weights.variables['encoder/e3/3x3/conv1/kernel'])
+        assert e3_conv.inputs[0].op.type == 'MaxPool', 'model.lower_levels changed: update render.py'
+        self.e2 = e3_conv.inputs[0].op.inputs[0]
+        self.level3 = _conv_using(lower_ops, weights.variables['level3/up_a/kernel']).inputs[2]
         self.low_outputs = low                  # out2 .. out5
-        # Stage 3: levels 1 and 0 of one tile, from the packed RAW tile and h of the same area.
-        assert {'level2/up_a/kernel', 'level2/up_b/kernel'} <= set(weights.variables), \
-            'model.py renamed the level-2 upsamplings: update Renderer._build_tiled'
+        # Stage 4: the level-2 upsamplings and level 2's output, whole-image (cheap, local).
+        self.level3_input = tf.placeholder(tf.float32, [1, None, None, 128], name='level3_e')
+        self.u2 = [model.upsample(weights, 'level3/up_%s' % ab, self.level3_input, 64) for ab in 'ab']
+        self.h_input = tf.placeholder(tf.float32, [1, None, None, 64], name='h')
+        self.out2 = model.output_image(weights, 'level2/out', self.h_input)
+        # Stages 2 and 5: e2 and level 2, block by block in tiles (_StreamedBlock).
+        self.blocks = {key: _StreamedBlock(tf, model, weights, key, kmax, channels, residual)
+                       for key, kmax, channels, residual in STREAMED_BLOCKS}
+        # Stage 6: levels 1 and 0 of one tile, from the packed RAW tile and h of the same area.
         self.tile_input = tf.placeholder(tf.float32, [1, None, None, 4], name='packed_tile')
         self.tile_h = tf.placeholder(tf.float32, [1, None, None, 64], name='h_tile')
         tile_e1 = model.encoder_level_1(weights, self.tile_input)
         tile_u1a = model.upsample(weights, 'level2/up_a', self.tile_h, 32)
         tile_u1b = model.upsample(weights, 'level2/up_b', self.tile_h, 32)
         self.tile_outputs = model.upper_levels(weights, tile_e1, tile_u1a, tile_u1b)   # out0, out1
-        # Same variables, same creation order as model.PyNET: the checkpoint restores unchanged.
-        assert len(weights.variables) == 437, 'the tile graph must reuse the weights, not create new ones'
+        # Same variables, same creation order as model.PyNET: the checkpoint restores unchanged,
+        # and no stage made variables of its own (a renamed key in model.py would).
+        assert len(weights.variables) == 437, 'render.py uses weight keys model.py no longer has'
 
     def render(self, packed, progress=None):
         """float32 [h, w, 4] packed RAW (any h, w >= 1) -> float32 [2h/2**level, 2w/2**level, 3] (see
@@ -170,51 +304,117 @@ class Renderer:
         if self.tile:
             result = self._render_tiled(padded, progress)
         else:
-            result = self.sess.run(self.output, {self.input: padded[None]})[0]
+            result = self.sess.run(self.outputs[self.level], {self.input: padded[None]})[0]
         result = result[:out_h, :out_w]
         assert result.shape == (out_h, out_w, 3), result.shape
         return result
 
     def _render_tiled(self, padded, progress):
-        """The three stages of the module docstring, on a padded [H, W, 4] image."""
+        """The stages of the module docstring, on a padded [H, W, 4] image."""
         H, W = padded.shape[:2]
-        # Stage 1: pooled e1 in strips of rows (even boundaries keep the 2x2 pooling aligned).
-        pooled = np.empty((H // 2, W // 2, 32), np.float32)
-        strip = max(2, (self.tile * self.tile // W) // 2 * 2)
-        rows = split_axis(H, strip)
-        for y0, y1 in zip(rows, rows[1:]):
-            a, b = max(0, y0 - E1_HALO), min(H, y1 + E1_HALO)
-            out = self.sess.run(self.pooled_e1, {self.strip_input: padded[None, a:b]})[0]
-            pooled[y0 // 2:y1 // 2] = out[(y0 - a) // 2:(y0 - a) // 2 + (y1 - y0) // 2]
-        # Stage 2: levels 2-5 on the whole image.
-        if self.level >= 2:
-            return self.sess.run(self.low_outputs[self.level - 2], {self.lower_input: pooled[None]})[0]
-        h = self.sess.run(self.h, {self.lower_input: pooled[None]})[0]
-        del pooled
-        # Stage 3: levels 1-0 tile by tile.
-        scale = 2 if self.level == 0 else 1
-        fetch = self.tile_outputs[self.level]
-        result = np.empty((H * scale, W * scale, 3), np.float32)
+        run = self.sess.run
+        strips = split_axis(H, max(2, self.tile * self.tile // W // 2 * 2))
+        low_boxes = tile_boxes(H // 2, W // 2, self.low_tile)
         boxes = tile_boxes(H, W, self.tile)
-        bar = None
-        if progress is None and len(boxes) > 1:
-            bar = utils.progress(total=len(boxes), desc='tiles', unit='tile', leave=False)
+        steps = len(strips) - 1 + 1
+        steps += 3 * len(low_boxes) * (len(STREAMED_BLOCKS) if self.level <= 2 else 1)
+        if self.level <= 1:
+            steps += len(boxes)
+        bar = _Progress(progress, steps)
         try:
-            for done, box in enumerate(boxes, 1):
+            # Stage 1: pooled e1 in strips of rows (even boundaries keep the 2x2 pooling aligned).
+            pooled = np.empty((H // 2, W // 2, 32), np.float32)
+            for y0, y1 in zip(strips, strips[1:]):
+                a, b = max(0, y0 - E1_HALO), min(H, y1 + E1_HALO)
+                out = run(self.pooled_e1, {self.strip_input: padded[None, a:b]})[0]
+                pooled[y0 // 2:y1 // 2] = out[(y0 - a) // 2:(y0 - a) // 2 + (y1 - y0) // 2]
+                bar.step()
+            # Stage 2: e2, streamed. Big arrays live in `store` so that _stream can drop the ones a
+            # block reads last as soon as its first pass is done (np.empty pages cost nothing until written).
+            half = (H // 2, W // 2)
+            store = {'pooled': pooled}
+            del pooled
+            store['e2'] = np.empty(half + (64,), np.float32)
+            self._stream('encoder/e2', store, ['pooled'], store['e2'], bar, free=['pooled'])
+            # Stage 3: levels 5-3 on the whole image (S/4 and below).
+            if self.level >= 3:
+                result = run(self.low_outputs[self.level - 2], {self.e2: store['e2'][None]})[0]
+                bar.step()
+                return result
+            level3 = run(self.level3, {self.e2: store['e2'][None]})
+            bar.step()
+            # Stage 5: level 2 block by block, mirroring model.lower_levels. r is the 192-channel running
+            # tensor: a, then b, c, d in place, then f's block output.
+            store['u2a'] = run(self.u2[0], {self.level3_input: level3})[0]
+            r = store['r'] = np.empty(half + (192,), np.float32)
+            self._stream('level2/a', store, ['e2', 'u2a'], r[..., :128], bar, free=['u2a'])   # cat(block, e2)
+            r[..., 128:] = store['e2']
+            for key in ('level2/b', 'level2/c', 'level2/d'):                                  # block(x) + x
+                self._stream(key, store, ['r'], r, bar, residual=r)
+            self._stream('level2/f', store, ['r'], r, bar)                                     # cat(block, e2)
+            del r
+            store['g'] = np.empty(half + (128,), np.float32)
+            self._stream('level2/g', store, ['r', 'e2'], store['g'], bar, free=['r', 'e2'])  # cat(block, u2b)
+            store['u2b'] = run(self.u2[1], {self.level3_input: level3})[0]
+            h = np.empty(half + (64,), np.float32)
+            self._stream('level2/h', store, ['g', 'u2b'], h, bar, free=['g', 'u2b'])
+            del store, level3
+            if self.level == 2:
+                return run(self.out2, {self.h_input: h[None]})[0]
+            # Stage 6: levels 1-0 tile by tile.
+            scale = 2 if self.level == 0 else 1
+            fetch = self.tile_outputs[self.level]
+            result = np.empty((H * scale, W * scale, 3), np.float32)
+            for box in boxes:
                 y0, y1, x0, x1 = box
                 a, b, c, d = with_halo(box, HALO, H, W)
-                out = self.sess.run(fetch, {self.tile_input: padded[None, a:b, c:d],
-                                            self.tile_h: h[None, a // 2:b // 2, c // 2:d // 2]})[0]
+                out = run(fetch, {self.tile_input: padded[None, a:b, c:d],
+                                  self.tile_h: h[None, a // 2:b // 2, c // 2:d // 2]})[0]
                 result[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                     out[(y0 - a) * scale:(y1 - a) * scale, (x0 - c) * scale:(x1 - c) * scale]
-                if bar is not None:
-                    bar.update(1)
-                elif callable(progress):
-                    progress(done, len(boxes))
+                bar.step()
+            return result
         finally:
-            if bar is not None:
-                bar.close()
-        return result
+            bar.close()
+
+    def _stream(self, key, store, names, out, bar, residual=None, free=()):
+        """out = block(concat(store[names])) [+ residual], exactly, in tiles: instance-norm statistics
+        are gathered over the whole image in one pass per convolution of the branches, then applied.
+        The arrays named in `free` leave the store once read for the last time."""
+        block = self.blocks[key]
+        sources = [store[name] for name in names]
+        H2, W2 = sources[0].shape[:2]
+        boxes = tile_boxes(H2, W2, self.low_tile)
+        y1 = np.empty((H2, W2, block.channels), np.float32)     # pre-norm first convolutions
+        stats = []
+        for phase in range(3):
+            moments = []
+            for box in boxes:
+                y0, yb, x0, xb = box
+                a, b, c, d = with_halo(box, block.halo, H2, W2)
+                feed = {block.core: [y0 - a, x0 - c, yb - y0, xb - x0]}
+                if phase == 0:
+                    feed.update({p: s[None, a:b, c:d] for p, s in zip(block.sources, sources)})
+                    core, mean, var = self.sess.run(block.pass1, feed)
+                    y1[y0:yb, x0:xb] = core[0]
+                    moments.append((core.size // block.channels, mean, var))
+                else:
+                    feed[block.y1] = y1[None, a:b, c:d]
+                    feed.update(zip(block.stats[:2 * phase], stats))
+                    if phase == 1:
+                        mean, var = self.sess.run(block.pass2, feed)
+                        moments.append(((yb - y0) * (xb - x0), mean, var))
+                    else:
+                        if residual is not None:
+                            feed[block.residual] = residual[None, y0:yb, x0:xb]
+                        out[y0:yb, x0:xb] = self.sess.run(block.pass3, feed)[0]
+                bar.step()
+            if phase == 0:
+                del sources
+                for name in free:
+                    del store[name]
+            if phase < 2:
+                stats.extend(combine_moments(moments))
 
     def close(self):
         self.sess.close()
