@@ -42,7 +42,7 @@ if os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'] == '1':
     except (OSError, AttributeError):
         pass
 
-DEFAULT_TILE = 512          # packed-pixel tile size (core, without halo); 0 renders in one piece
+DEFAULT_TILE = 768          # packed-pixel tile size (core, without halo); 0 renders in one piece
 PRECISIONS = ('float32', 'bfloat16')
 SIZE_MULTIPLE = 16          # the network pools four times
 # Receptive-field radius of levels 1 and 0, in packed pixels, from the packed RAW (through e1)

@@ -110,9 +110,12 @@ def worker(cfg):
 def run_worker(cfg, config, size):
     args = [sys.executable, os.path.abspath(__file__), 'worker=%s@%s' % (config, size)]
     args += ['%s=%s' % (k, cfg[k]) for k in ('repeats', 'tile', 'checkpoint', 'weights_dir', 'work_dir')]
+    # One-piece configurations run as the published graph would: TensorFlow's default (BFC) allocator;
+    # the tiled ones with render.py's choice (system allocator, which returns freed tensors).
+    env = dict(os.environ, TF_ONEDNN_USE_SYSTEM_ALLOCATOR='0' if config.startswith('one-') else '1')
     start = time.time()
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'])
+        done = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'], env=env)
     except subprocess.TimeoutExpired:
         return {'error': 'stopped after %d s' % cfg['timeout']}
     if done.returncode != 0:
@@ -186,7 +189,8 @@ def write_benchmarks(cfg, results, sizes, configs, command, weights):
         '',
         'Each configuration renders level 0 of one image (batch 1) in its own process: `one` is the published '
         'graph in one piece (`tile=0`), `tiled` is render.py\'s exact tiling with tile=%d (halo %d); float32, or '
-        'bfloat16 through oneDNN auto mixed precision. "render s" is the best of %d render call(s) after the '
+        'bfloat16 through oneDNN auto mixed precision. `one` runs with TensorFlow\'s default allocator, `tiled` with '
+        'render.py\'s (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, glibc returning freed blocks). "render s" is the best of %d render call(s) after the '
         'session is built and restored (the first call included). Peak RSS is the whole process\'s high-water '
         'mark in 10^9 bytes, TensorFlow\'s import (about 0.58 GB) and the weights included. PSNR and max abs '
         'diff compare the output, clipped to [0, 1], with the one-piece float32 output of the same run.' % (
