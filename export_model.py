@@ -22,6 +22,11 @@ from utils import Key, UserError
 
 FORMATS = ('tflite', 'saved_model')
 QUANTS = ('none', 'float16', 'dynamic', 'int8')
+INT8_FLOAT = ('norm', 'none')
+# The LiteRT ops of instance norm's statistics: mean, variance and 1/sqrt(variance + eps). The quantisation
+# debugger ranks them the worst-quantised layers of PyNET by far (error up to 15 quantisation steps where
+# the convolutions have 0.3), so quant=int8 keeps them in float32 (int8_float=norm).
+NORM_OPS = ('MEAN', 'SQUARED_DIFFERENCE', 'RSQRT')
 # model.SIZE_MULTIPLE, repeated so that argument errors answer before TensorFlow loads (a test checks both agree)
 SIZE_MULTIPLE = 16
 INPUT_NAME = 'raw'      # signature input key (and graph placeholder name)
@@ -44,6 +49,8 @@ KEYS = {
     'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'quant=int8: RAW patches <dataset_dir>/train|test/huawei_raw/'),
     'calibration_size': Key(32, int, 'quant=int8: number of calibration inputs'),
     'seed': Key(0, int, 'quant=int8: seed for picking the calibration patches'),
+    'int8_float': Key('norm', str, 'quant=int8: what stays float32: norm (the statistics of instance norm: '
+                                   'MEAN, SQUARED_DIFFERENCE, RSQRT) or none', choices=INT8_FLOAT),
 }
 USAGE = 'python export_model.py [level=0] [orig=true | restore_iter=N] [format=tflite|saved_model] [quant=...] [key=value ...]'
 
@@ -132,8 +139,9 @@ def write_saved_model(checkpoint, level, height, width, path, instance_norm_leve
             builder.save()
 
 
-def tflite_bytes(saved_model_dir, quant, representative=None):
-    """Converts the SavedModel; int8 keeps float32 input/output and falls back to float where int8 has no kernel."""
+def tflite_bytes(saved_model_dir, quant, representative=None, int8_float='norm'):
+    """Converts the SavedModel; int8 keeps float32 input/output and falls back to float where int8 has no kernel
+    (and, with int8_float='norm', keeps instance norm's statistics ops in float32)."""
     import tensorflow as tf2
     converter = tf2.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     if quant != 'none':
@@ -144,6 +152,14 @@ def tflite_bytes(saved_model_dir, quant, representative=None):
         converter.representative_dataset = representative
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')     # calibration announces tf.lite.Interpreter's deprecation
+        if quant == 'int8' and int8_float == 'norm':
+            # Calibrate, then quantise with an op deny-list: the steps tf.lite.experimental.QuantizationDebugger
+            # takes for selective quantisation, without building its instrumented debug model.
+            from tensorflow.lite.python import convert
+            converter.experimental_mlir_quantizer = True
+            converter._experimental_calibrate_only = True
+            calibrated = converter.convert()
+            return convert.mlir_quantize(calibrated, denylisted_ops=list(NORM_OPS))
         return converter.convert()
 
 
@@ -202,7 +218,7 @@ def export(config):
                                                 config['calibration_size'], config['seed'])
                     for sample in utils.progress(inputs, total=config['calibration_size'], desc='calibrating'):
                         yield {INPUT_NAME: sample}
-            content = tflite_bytes(saved, config['quant'], representative)
+            content = tflite_bytes(saved, config['quant'], representative, config['int8_float'])
             tmp = os.path.join(work, 'model.tflite')
             with open(tmp, 'wb') as f:
                 f.write(content)
@@ -216,19 +232,26 @@ def export(config):
 # ----------------------------------------------------------------------------------------
 # loading an export back (tests, benchmarks, users)
 
-def tflite_interpreter(path, num_threads=None):
-    """A LiteRT interpreter for `path`: TensorFlow's tf.lite.Interpreter if present, else ai_edge_litert's."""
+def tflite_interpreter(path, num_threads=None, xnnpack=True):
+    """A LiteRT interpreter for `path`: TensorFlow's tf.lite.Interpreter if present, else ai_edge_litert's.
+
+    xnnpack=False runs LiteRT's built-in kernels instead of the XNNPACK delegate: slower, but XNNPACK
+    needs about 7 times the activation memory on PyNET (see BENCHMARKS.md), too much for 12 MP inputs.
+    """
     import tensorflow as tf2
     num_threads = num_threads or os.cpu_count()
     if hasattr(tf2.lite, 'Interpreter'):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')     # its deprecation notice, several lines long
-            return tf2.lite.Interpreter(model_path=path, num_threads=num_threads)
-    from ai_edge_litert.interpreter import Interpreter
-    return Interpreter(model_path=path, num_threads=num_threads)
+        interpreter_class, resolvers = tf2.lite.Interpreter, tf2.lite.experimental.OpResolverType
+    else:
+        from ai_edge_litert import interpreter as litert
+        interpreter_class, resolvers = litert.Interpreter, litert.OpResolverType
+    resolver = resolvers.AUTO if xnnpack else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')     # tf.lite.Interpreter's deprecation notice, several lines long
+        return interpreter_class(model_path=path, num_threads=num_threads, experimental_op_resolver_type=resolver)
 
 
-def load_exported(path, num_threads=None):
+def load_exported(path, num_threads=None, xnnpack=True):
     """A function packed float32 [1, H, W, 4] -> rgb float32 for an exported .tflite file or SavedModel folder."""
     if os.path.isdir(path):
         import tensorflow as tf2
@@ -239,7 +262,7 @@ def load_exported(path, num_threads=None):
             return serve(**{INPUT_NAME: tf2.constant(raw, tf2.float32)})[OUTPUT_NAME].numpy()
         run.loaded = loaded     # the function needs the loaded object alive
         return run
-    interpreter = tflite_interpreter(path, num_threads)
+    interpreter = tflite_interpreter(path, num_threads, xnnpack)
     runner = interpreter.get_signature_runner(SIGNATURE)
 
     def run(raw):

@@ -1,0 +1,460 @@
+"""Benchmarks export_model.py's variants against the graph: file size, peak memory, CPU latency and
+parity (PSNR of each export's output against the graph's float32 output) at two packed sizes.
+
+    python bench/export.py stage=all            # weights, export, measure; results into BENCHMARKS.md
+
+Stages (each can be run alone; later ones reuse what earlier ones left in work_dir):
+  weights  synthetic dataset (make_synthetic_dataset.py) + a short training run -> a trained checkpoint
+  export   every variant at every size through export_model.export, one subprocess each
+  measure  the graph (one-piece float32 Session) and every export, one subprocess each: load, run, time, RSS
+Every measurement runs in its own subprocess so that its peak RSS is its own.
+"""
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import utils  # noqa: E402
+from utils import Key  # noqa: E402
+
+# tflite_int8_full: int8 wherever LiteRT has a kernel (export_model's int8_float=none), for comparison
+VARIANTS = ('saved_model', 'tflite', 'tflite_float16', 'tflite_dynamic', 'tflite_int8', 'tflite_int8_full')
+KEYS = {
+    'stage': Key('all', str, 'weights, export, measure or all', choices=('weights', 'export', 'measure', 'all',
+                                                                          '_export_one', '_run_one')),
+    'work_dir': Key('/tmp/pynet-export-bench/', str, 'dataset, checkpoint, exports and outputs go here'),
+    'sizes': Key('224x224,448x448,1472x1984', str, 'packed input sizes HxW, comma-separated'),
+    'variants': Key(','.join(('graph',) + VARIANTS[:-1]), str, 'what to export and measure, comma-separated'),
+    'train_steps': Key(200, int, 'weights: training iterations (multi-level MSE on random crops)'),
+    'train_crop': Key(32, int, 'weights: packed side of the training crops (a multiple of 16)'),
+    'learning_rate': Key(2e-4, float, 'weights: Adam learning rate'),
+    'batch_size': Key(4, int, 'weights: training batch size'),
+    'calibration_size': Key(32, int, 'int8: calibration inputs at the small size'),
+    'calibration_size_large': Key(2, int, 'int8: calibration inputs at sizes above 224x224'),
+    'runs': Key(5, int, 'timed runs per variant at the small size (after one warm-up run)'),
+    'runs_large': Key(1, int, 'timed runs at sizes above 224x224 (no warm-up: each run costs minutes)'),
+    'threads': Key(2, int, 'CPU threads for TensorFlow and LiteRT'),
+    'timeout': Key(3600, int, 'seconds after which one subprocess is stopped and reported as infeasible'),
+    'write': Key(True, bool, 'measure: write the results into BENCHMARKS.md (## Export)'),
+    'seed': Key(0, int, 'seed for data, training and calibration picks'),
+    'xnnpack': Key(True, bool, 'TFLite with the XNNPACK delegate (built-in kernels where it cannot fit)'),
+    # worker keys (stage=_export_one / _run_one)
+    'variant': Key('', str, 'worker: one variant'),
+    'size': Key('', str, 'worker: one size HxW'),
+}
+USAGE = 'python bench/export.py [stage=all|weights|export|measure] [key=value ...]'
+SMALL = 224 * 224
+
+
+def parse_size(text):
+    height, width = (int(v) for v in text.lower().split('x'))
+    return height, width
+
+
+def paths(cfg):
+    work = os.path.abspath(cfg['work_dir'])
+    return {'dataset': os.path.join(work, 'raw_images'), 'models': os.path.join(work, 'models'),
+            'exports': os.path.join(work, 'exports'), 'outputs': os.path.join(work, 'outputs'),
+            'results': os.path.join(work, 'results.json')}
+
+
+def export_path(cfg, variant, size):
+    suffix = '' if variant == 'saved_model' else '.tflite'
+    return os.path.join(paths(cfg)['exports'], '%s_%s%s' % (variant, size, suffix))
+
+
+def peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0 ** 20   # KiB on Linux
+
+
+# ----------------------------------------------------------------------------------------
+# stage weights: a synthetic dataset and a briefly trained checkpoint
+
+def load_split(dataset_dir, split, limit=None):
+    """(packed float32 [N, s/2, s/2, 4], photos float32 [N, s, s, 3]) of a synthetic Zurich split."""
+    import image_io
+    folder = os.path.join(dataset_dir, split, 'huawei_raw')
+    names = sorted(os.listdir(folder), key=lambda n: int(n.split('.')[0]))[:limit]
+    raws = np.stack([image_io.pack_raw(image_io.read_raw_png(os.path.join(folder, n))) for n in names])
+    photos = np.stack([image_io.read_rgb_image(os.path.join(dataset_dir, split, 'canon', n[:-4] + '.jpg'))
+                       for n in names]).astype(np.float32) / 255.0
+    return raws, photos
+
+
+def stage_weights(cfg):
+    """Makes the dataset if missing, trains PyNET briefly on it and saves the checkpoint."""
+    p = paths(cfg)
+    if not os.path.isdir(os.path.join(p['dataset'], 'test', 'huawei_raw')):
+        subprocess.run([sys.executable, os.path.join(REPO, 'make_synthetic_dataset.py'), 'output_dir=' + p['dataset'],
+                        'train_patches=120', 'test_patches=16', 'seed=%d' % cfg['seed']], check=True)
+    if utils.saved_iterations(p['models'], 0):
+        print('weights: using', utils.find_checkpoint(p['models'], 0)[0])
+        return
+    import tensorflow.compat.v1 as tf
+    import model
+    raws, photos = load_split(p['dataset'], 'train')
+    crop, batch = cfg['train_crop'], cfg['batch_size']
+    with tf.Graph().as_default():
+        tf.set_random_seed(cfg['seed'])
+        x = tf.placeholder(tf.float32, [batch, crop, crop, 4])
+        y = tf.placeholder(tf.float32, [batch, 2 * crop, 2 * crop, 3])
+        outputs = model.PyNET(x)
+        # Every level at once against the photo shrunk to its size: a short stand-in for level-by-level training.
+        losses = [tf.reduce_mean(tf.squared_difference(out, tf.image.resize(y, out.shape[1:3], 'area')))
+                  for out in outputs]
+        loss = tf.add_n(losses)
+        step = tf.train.AdamOptimizer(cfg['learning_rate']).minimize(loss, var_list=model.generator_variables())
+        rng = np.random.default_rng(cfg['seed'])
+        config = utils.session_config(use_gpu=False)
+        config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = cfg['threads'], 1
+        with tf.Session(config=config) as sess:
+            sess.run(tf.global_variables_initializer())
+            bar = utils.progress(range(cfg['train_steps']), desc='training')
+            for _ in bar:
+                idx = rng.choice(len(raws), batch, replace=False)
+                top, left = rng.integers(0, raws.shape[1] - crop + 1, 2)
+                feed = {x: raws[idx, top:top + crop, left:left + crop],
+                        y: photos[idx, 2 * top:2 * (top + crop), 2 * left:2 * (left + crop)]}
+                values = sess.run([step] + losses, feed)[1:]
+                bar.set_postfix(level0_mse='%.4f' % values[0], level5_mse='%.4f' % values[-1])
+            path = utils.checkpoint_path(p['models'], 0, cfg['train_steps'])
+            utils.save_variables(sess, tf.train.Saver(model.generator_variables()), path)
+    print('weights: trained', path)
+
+
+# ----------------------------------------------------------------------------------------
+# inputs for parity and timing
+
+def bench_inputs(cfg, size):
+    """Rendered test data at the packed size: the test patches (center-cropped), or for sizes larger than a
+    patch a few inputs tiled from them (export_model.calibration_inputs does the tiling)."""
+    import export_model
+    height, width = parse_size(size)
+    p = paths(cfg)
+    files = sorted(__import__('glob').glob(os.path.join(p['dataset'], 'test', 'huawei_raw', '*.png')),
+                   key=lambda f: int(os.path.basename(f)[:-4]))
+    count = len(files) if height * width <= SMALL else 4 if height * width <= 4 * SMALL else 1
+    return np.concatenate(list(export_model.calibration_inputs(files, height, width, count, cfg['seed'])))
+
+
+def photo_targets(cfg, size):
+    """The test photos [N, 2H, 2W, 3] in [0, 1] when the bench inputs at `size` are the whole test patches."""
+    height, width = parse_size(size)
+    _, photos = load_split(paths(cfg)['dataset'], 'test')
+    return photos if photos.shape[1:3] == (2 * height, 2 * width) else None
+
+
+# ----------------------------------------------------------------------------------------
+# workers (one subprocess each)
+
+def worker_export(cfg):
+    """Exports one variant at one size; prints a JSON line with time and peak RSS."""
+    import export_model
+    p = paths(cfg)
+    height, width = parse_size(cfg['size'])
+    variant = cfg['variant']
+    config = {name: key.default for name, key in export_model.KEYS.items()}
+    large = height * width > SMALL
+    config.update(models_dir=p['models'], height=height, width=width, dataset_dir=p['dataset'],
+                  format='saved_model' if variant == 'saved_model' else 'tflite',
+                  quant=variant.split('_')[1] if variant.startswith('tflite_') else 'none',
+                  int8_float='none' if variant.endswith('_full') else 'norm',
+                  calibration_size=cfg['calibration_size_large' if large else 'calibration_size'],
+                  seed=cfg['seed'], output=export_path(cfg, variant, cfg['size']))
+    start = time.time()
+    export_model.export(config)
+    print(json.dumps({'seconds': time.time() - start, 'peak_rss_gib': peak_rss_gib()}))
+
+
+def graph_runner(cfg, height, width):
+    """The one-piece float32 Session on the trained checkpoint, as render/test_model use it."""
+    import tensorflow.compat.v1 as tf
+    import model
+    p = paths(cfg)
+    graph = tf.Graph()
+    with graph.as_default():
+        raw = tf.placeholder(tf.float32, [1, height, width, 4])
+        out0 = model.PyNET(raw)[0]
+        config = utils.session_config(use_gpu=False)
+        config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = cfg['threads'], 1
+        sess = tf.Session(config=config)
+        utils.restore_variables(sess, model.generator_variables(), utils.find_checkpoint(p['models'], 0)[0])
+    return lambda x: sess.run(out0, {raw: x})
+
+
+def worker_run(cfg):
+    """Loads one variant, runs it on the bench inputs; saves the outputs; prints a JSON line of figures."""
+    import export_model
+    size, variant = cfg['size'], cfg['variant']
+    height, width = parse_size(size)
+    inputs = bench_inputs(cfg, size)
+    rss_before = peak_rss_gib()
+    start = time.time()
+    if variant == 'graph':
+        run = graph_runner(cfg, height, width)
+    else:
+        run = export_model.load_exported(export_path(cfg, variant, size), cfg['threads'], cfg['xnnpack'])
+    load_seconds = time.time() - start
+    start = time.time()
+    outputs = [run(inputs[:1])]
+    first = time.time() - start
+    # One input: each run costs minutes, so the first run is the measurement (plus runs_large - 1 more).
+    runs = cfg['runs'] if len(inputs) > 1 else cfg['runs_large'] - 1
+    times = []
+    for i in range(runs):
+        x = inputs[(i + 1) % len(inputs)][None]
+        start = time.time()
+        y = run(x)
+        times.append(time.time() - start)
+        if len(outputs) < len(inputs):
+            outputs.append(y)
+    for i in range(len(outputs), len(inputs)):     # the remaining inputs, for parity only
+        outputs.append(run(inputs[i][None]))
+    os.makedirs(paths(cfg)['outputs'], exist_ok=True)
+    np.save(os.path.join(paths(cfg)['outputs'], '%s_%s.npy' % (variant, size)), np.concatenate(outputs))
+    print(json.dumps({'load_seconds': load_seconds, 'first_seconds': first,
+                      'median_seconds': float(np.median(times)) if times else first,
+                      'runs': len(times) or 1, 'rss_before_gib': rss_before, 'peak_rss_gib': peak_rss_gib()}))
+
+
+def run_worker(cfg, stage, variant, size, xnnpack=True):
+    """Runs one worker subprocess; its JSON result, or {'error': ...} (failed, timed out)."""
+    args = [sys.executable, os.path.abspath(__file__), 'stage=' + stage, 'variant=' + variant, 'size=' + size]
+    args += ['%s=%s' % (k, cfg[k]) for k in ('work_dir', 'calibration_size', 'calibration_size_large', 'runs',
+                                            'runs_large', 'threads', 'seed')] + ['xnnpack=%s' % xnnpack]
+    print('%s %s %s ...' % (stage.strip('_'), variant, size), file=sys.stderr, flush=True)
+    start = time.time()
+    try:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'])
+    except subprocess.TimeoutExpired:
+        return {'error': 'stopped after %d s' % cfg['timeout']}
+    if result.returncode != 0:
+        tail = [l for l in result.stderr.strip().splitlines() if l.strip()][-1:] or ['exit %d' % result.returncode]
+        killed = result.returncode < 0 and -result.returncode == 9
+        return {'error': ('killed (out of memory?) after %.0f s' % (time.time() - start)) if killed else tail[0][:200]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------
+# stages export and measure
+
+def load_results(cfg):
+    path = paths(cfg)['results']
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {'export': {}, 'run': {}}
+
+
+def save_results(cfg, results):
+    with utils.atomic_path(paths(cfg)['results']) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+def predicted_peak_gib(results, variant, size):
+    """Peak RSS at `size` extrapolated linearly in pixels from the two largest sizes measured so far, or None."""
+    known = []
+    for key, r in results['run'].items():
+        name, measured = key.split(' ')
+        if name == variant and measured != size and 'peak_rss_gib' in r:
+            h, w = parse_size(measured)
+            known.append((h * w, r['peak_rss_gib']))
+    if len(known) < 2:
+        return None
+    (p0, m0), (p1, m1) = sorted(known)[-2:]
+    h, w = parse_size(size)
+    return m1 + (m1 - m0) / (p1 - p0) * (h * w - p1)
+
+
+def too_big(results, variant, size):
+    """An 'infeasible' result when the variant's predicted peak RSS exceeds the memory available now."""
+    import psutil
+    predicted = predicted_peak_gib(results, variant, size)
+    available = psutil.virtual_memory().available / 2.0 ** 30
+    if predicted is not None and predicted > 0.9 * available:
+        return {'error': 'infeasible: predicted peak RSS %.0f GiB (linear in pixels from the smaller sizes) '
+                         '> %.0f GiB available' % (predicted, available), 'predicted_gib': predicted}
+    return None
+
+
+def export_size(cfg, results, size, variants):
+    for variant in variants:
+        if variant == 'graph':
+            continue
+        result = run_worker(cfg, '_export_one', variant, size)
+        path = export_path(cfg, variant, size)
+        if os.path.exists(path) and 'error' not in result:
+            result['bytes'] = (sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+                               if os.path.isdir(path) else os.path.getsize(path))
+        results['export']['%s %s' % (variant, size)] = result
+        print(variant, size, result, file=sys.stderr)
+        save_results(cfg, results)
+
+
+def psnr(a, b):
+    """Mean over images of the PSNR (dB) between two batches clipped to [0, 1]."""
+    a, b = np.clip(a, 0, 1).astype(np.float64), np.clip(b, 0, 1).astype(np.float64)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-20))))
+
+
+def measure_size(cfg, results, size, variants):
+    out = paths(cfg)['outputs']
+    for variant in variants:
+        key = '%s %s' % (variant, size)
+        exported = results['export'].get(key, {})
+        if 'error' in exported:
+            result = {'error': 'not exported'}
+        else:
+            result = too_big(results, variant, size)
+            if result is None:
+                result = run_worker(cfg, '_run_one', variant, size)
+            elif variant.startswith('tflite'):
+                # XNNPACK cannot fit: LiteRT's built-in kernels need far less memory.
+                skipped = result['error']
+                result = run_worker(cfg, '_run_one', variant, size, xnnpack=False)
+                result['runtime'] = 'built-in kernels (XNNPACK %s)' % skipped
+        results['run'][key] = result
+        print(variant, size, result, file=sys.stderr)
+        save_results(cfg, results)
+    reference = os.path.join(out, 'graph_%s.npy' % size)
+    if os.path.exists(reference) and 'error' not in results['run'].get('graph %s' % size, {'error': 1}):
+        graph = np.load(reference)
+        photos = photo_targets(cfg, size)
+        if photos is not None and photos.shape == graph.shape:
+            # How good the trained weights are: the graph's output against the test photos.
+            results['run']['graph %s' % size]['psnr_vs_photo_db'] = psnr(graph, photos)
+        for variant in variants:
+            got = os.path.join(out, '%s_%s.npy' % (variant, size))
+            key = '%s %s' % (variant, size)
+            if variant != 'graph' and os.path.exists(got) and 'error' not in results['run'][key]:
+                y = np.load(got)
+                results['run'][key].update(psnr_db=psnr(y, graph), max_abs_diff=float(np.abs(y - graph).max()),
+                                           images=len(y))
+    save_results(cfg, results)
+
+
+# ----------------------------------------------------------------------------------------
+# BENCHMARKS.md
+
+def machine():
+    model_name = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+    name = next((l.split(':', 1)[1].strip() for l in model_name.splitlines() if l.startswith('Model name')), '?')
+    import tensorflow as tf2
+    try:
+        import ai_edge_litert
+        litert = getattr(ai_edge_litert, '__version__', 'installed')
+    except ImportError:
+        litert = 'not installed'
+    return ('%s, %d cores, %.0f GiB; Python %s, TensorFlow %s, NumPy %s, ai-edge-litert %s'
+            % (name, os.cpu_count(), os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30,
+               platform.python_version(), tf2.__version__, np.__version__, litert))
+
+
+def table(cfg, results, sizes, variants):
+    lines = []
+    for size in sizes:
+        base = results['run'].get('graph %s' % size, {})
+        lines += ['', '**Packed %s** (output %s)' % (size, 'x'.join(str(2 * v) for v in parse_size(size))), '',
+                  '| variant | runtime | file | export s | load s | first run s | median run s | vs graph '
+                  '| peak RSS GiB | PSNR vs graph dB | max abs diff |',
+                  '|---|---|---|---|---|---|---|---|---|---|---|']
+        for variant in variants:
+            key = '%s %s' % (variant, size)
+            e, r = results['export'].get(key, {}), results['run'].get(key, {})
+            if 'error' in e or 'error' in r:
+                lines.append('| %s | %s |  |  |  |  |  |  |  |  |  |' % (
+                    variant, ('export failed: ' if 'error' in e else '') + (e.get('error') or r.get('error'))))
+                continue
+            if not r:
+                continue
+            size_mb = '%.1f MB' % (e['bytes'] / 1e6) if 'bytes' in e else '(checkpoint %.1f MB)' % (
+                sum(os.path.getsize(f) for f in __import__('glob').glob(
+                    utils.find_checkpoint(paths(cfg)['models'], 0)[0] + '.*')) / 1e6)
+            ratio = ('%.2fx' % (r['median_seconds'] / base['median_seconds'])
+                     if base.get('median_seconds') else '')
+            runtime = ('TF Session' if variant == 'graph' else 'TF (saved_model.load)' if variant == 'saved_model'
+                       else r.get('runtime', 'LiteRT + XNNPACK'))
+            lines.append('| %s | %s | %s | %s | %.1f | %.2f | %.2f | %s | %.2f | %s | %s |' % (
+                variant, runtime, size_mb, '%.0f' % e['seconds'] if 'seconds' in e else '', r['load_seconds'],
+                r['first_seconds'], r['median_seconds'], ratio, r['peak_rss_gib'],
+                '%.1f' % r['psnr_db'] if 'psnr_db' in r else '(reference)',
+                '%.2g' % r['max_abs_diff'] if 'max_abs_diff' in r else ''))
+    return lines
+
+
+def weights_note(cfg, results):
+    """Which weights were measured, and how good they are."""
+    vs_photo = [r['psnr_vs_photo_db'] for k, r in results['run'].items() if 'psnr_vs_photo_db' in r]
+    return ('Weights: `%s`, trained by `stage=weights`: %d Adam steps (learning rate %g, batch %d, packed %dx%d '
+            'crops, sum of the MSE of all six levels against the photo shrunk by area averaging) from the initial '
+            'weights, on 120 patches of `make_synthetic_dataset.py`%s. Inputs: the 16 synthetic test patches at '
+            '224x224 and 448x448 (several laid side by side for 448x448), one such mosaic at 1472x1984. Parity: '
+            'the export\'s level-0 output against the graph\'s float32 output for the same inputs, both clipped to '
+            '[0, 1], mean of per-image PSNR. Latency: wall time of one image (batch 1) on %d threads; "first run" '
+            'includes one-time set-up (XNNPACK packs weights then). Peak RSS: the whole process (TensorFlow '
+            'imported; about 0.5 GiB of it is the import).'
+            % (os.path.basename(utils.find_checkpoint(paths(cfg)['models'], 0)[0]), cfg['train_steps'],
+               cfg['learning_rate'], cfg['batch_size'], cfg['train_crop'], cfg['train_crop'],
+               ('; the graph\'s output is %.1f dB from the test photos (a short training run: the weights are '
+                'trained, not good)' % vs_photo[0]) if vs_photo else '', cfg['threads']))
+
+
+def write_benchmarks(cfg, results, sizes, variants, command):
+    text = '\n'.join([
+        '## Export',
+        '',
+        '`%s` on %s (shared with other jobs: expect +-10%% noise between runs).' % (command, machine()),
+        '',
+        weights_note(cfg, results),
+    ] + table(cfg, results, sizes, variants) + [''])
+    path = os.path.join(REPO, 'BENCHMARKS.md')
+    old = open(path).read() if os.path.exists(path) else '# Benchmarks\n'
+    start = old.find('\n## Export\n')
+    if start < 0:
+        new = old.rstrip('\n') + '\n\n' + text
+    else:
+        end = old.find('\n## ', start + 1)
+        new = old[:start + 1] + text + ('' if end < 0 else old[end:])
+    with utils.atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(new)
+
+
+def main(argv):
+    cfg = utils.parse_args(argv, KEYS, USAGE)
+    if cfg['stage'] == '_export_one':
+        return worker_export(cfg)
+    if cfg['stage'] == '_run_one':
+        return worker_run(cfg)
+    sizes = cfg['sizes'].split(',')
+    variants = cfg['variants'].split(',')
+    if cfg['stage'] in ('weights', 'all'):
+        stage_weights(cfg)
+    results = load_results(cfg)
+    # Size by size, smallest first: memory predictions for the larger sizes use the smaller ones.
+    for size in sorted(sizes, key=lambda t: np.prod(parse_size(t))):
+        if cfg['stage'] in ('export', 'all'):
+            export_size(cfg, results, size, variants)
+        if cfg['stage'] in ('measure', 'all'):
+            measure_size(cfg, results, size, variants)
+    if cfg['stage'] in ('measure', 'all'):
+        print('\n'.join(table(cfg, results, sizes, variants)))
+        if cfg['write']:
+            # every size and variant measured so far in work_dir, not only this run's
+            sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(parse_size(t)))
+            found = {k.split(' ')[0] for k in results['run']}
+            variants = [v for v in ('graph',) + VARIANTS if v in found]
+            write_benchmarks(cfg, results, sizes, variants, 'python bench/export.py ' + ' '.join(argv))
+
+
+if __name__ == '__main__':
+    utils.run_main(main)
