@@ -238,17 +238,25 @@ def train_picks(n, batch_size, train_size, num_iterations, seed=0, first_iterati
 
 
 def train_dataset(pairs, side, level, batch_size, train_size, num_iterations, seed=0,
-                  first_iteration=0, resample_every=RESAMPLE_EVERY, threads=None):
+                  first_iteration=0, resample_every=RESAMPLE_EVERY, threads=None, shard=(0, 1)):
     """Augmented training batches (uint16 planes [B, s/2, s/2, 4], uint8 targets [B, t, t, 3]).
 
     The batches of train_picks(), decoded, packed, resized and augmented in parallel and
     prefetched. Patches are read when used: only the subset's indices scale with train_size.
+    shard=(worker, workers): only this worker's slice of every batch of batch_size is read
+    (multi-worker training), so the workers together see exactly the one-process batches.
     """
     import tensorflow as tf2
+    worker, workers = shard
+    assert 0 <= worker < workers and batch_size % workers == 0, (shard, batch_size)
     dataset = train_picks(len(pairs), batch_size, train_size, num_iterations, seed, first_iteration,
                           resample_every)
+    part = batch_size // workers
+    if workers > 1:
+        begin = worker * part
+        dataset = dataset.map(lambda *picks: tuple(p[begin:begin + part] for p in picks))
     dataset = dataset.unbatch().map(_decode(pairs, side, level), num_parallel_calls=tf2.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+    dataset = dataset.batch(part, drop_remainder=True).prefetch(2)
     return dataset.with_options(_options(threads))
 
 

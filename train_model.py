@@ -9,7 +9,12 @@ Batches stream from a tf.data pipeline (decoding, packing, resizing and augmenta
 parallel and ahead of the model), so memory does not grow with train_size. Every eval_step
 iterations (and at the last one) the test set is evaluated into <models_dir>/logs.txt, a few
 output|target pictures go to <results_dir>, and the generator is saved to
-<models_dir>/pynet_level_<L>_iteration_<i>.ckpt.
+<models_dir>/pynet_level_<L>_iteration_<i>.ckpt (its optimiser state to
+<models_dir>/training_state/, TensorBoard summaries to <models_dir>/tensorboard/level_<L>/).
+
+Scale (distribute.py): resume=true continues a killed run from its last checkpoint;
+num_gpus=N mirrors the model over N GPUs; with TF_CONFIG set, each process is one worker of a
+multi-worker run; precision=mixed_float16|bfloat16 computes in 16 bits.
 """
 
 import os
@@ -38,6 +43,10 @@ KEYS = {
     'results_dir': Key('results/', str, 'where the output|target pictures go'),
     'use_gpu': Key(True, bool, 'run on the GPU when there is one'),
     'seed': Key(0, int, 'seed of the patch sampling, augmentation and initial weights'),
+    'resume': Key(False, bool, 'continue this level from its last checkpoint (after a crash or a kill)'),
+    'num_gpus': Key(None, int, 'GPUs to split each batch over (MirroredStrategy); none: all visible ones'),
+    'precision': Key('float32', str, 'float32; mixed_float16 (GPUs, loss scaling); bfloat16 (GPUs, '
+                     'CPUs with AVX512-BF16/AMX)', choices=('float32', 'mixed_float16', 'bfloat16')),
 }
 USAGE = 'usage: python train_model.py level=<5..0> [key=value ...]'
 NUM_VISUALS = 4          # test patches shown in results/ at every evaluation
@@ -47,26 +56,34 @@ LOG_FILE = 'logs.txt'
 # ----------------------------------------------------------------------------------------
 # the graph pieces: input pipeline and per-replica loss
 
-def input_pipeline(train_pairs, side, level, config, first_iteration=0):
-    """The training batches as a tf.data.Dataset of (uint16 planes [B, s/2, s/2, 4], uint8 targets)."""
+def input_pipeline(train_pairs, side, level, config, first_iteration=0, shard=(0, 1)):
+    """The training batches as a tf.data.Dataset of (uint16 planes [B, s/2, s/2, 4], uint8 targets).
+
+    shard=(worker, workers): this worker's slice of every global batch.
+    """
     import load_dataset
     return load_dataset.train_dataset(train_pairs, side, level, config['batch_size'], config['train_size'],
-                                      config['num_train_iters'], config['seed'], first_iteration)
+                                      config['num_train_iters'], config['seed'], first_iteration, shard=shard)
 
 
-def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False):
+def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False, precision='float32',
+                on_gpu=False):
     """(output, target, metrics) of PyNET's level-`level` output on a batch; metrics are scalars.
 
     Training metrics: loss, mse, psnr (of the batch's MSE), and content where the level's loss
     uses it. With evaluation=True: content at every level, psnr as the mean of the images'
     PSNRs, and at levels 0-1 MS-SSIM (or SSIM where the patches are too small for 5 scales).
+    precision: the generator's compute precision (distribute.py); losses are computed in float32.
     """
+    import distribute
     import load_dataset
     import losses
     import model
     import tensorflow.compat.v1 as tf
     raw, target = load_dataset.to_float(planes, targets)
-    output = model.PyNET(raw, instance_norm=True, instance_norm_level_1=False, weights=weights)[level]
+    weights = weights if weights is not None else model.PyNETWeights()
+    output = distribute.generator_outputs(raw, weights, precision, on_gpu, instance_norm=True,
+                                          instance_norm_level_1=False)[level]
     output.shape.assert_is_compatible_with(target.shape)
     mse = losses.mse(output, target)
     uses_content = losses.LEVEL_WEIGHTS[level][1] > 0
@@ -83,15 +100,22 @@ def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False)
     return output, target, metrics
 
 
-def build_loss(level, planes, targets, vgg_net, weights=None):
+def build_loss(level, planes, targets, vgg_net, weights=None, precision='float32', on_gpu=False):
     """The per-replica training loss: a dict of scalar tensors with 'loss' (means over the batch)."""
-    return level_graph(level, planes, targets, vgg_net, weights)[2]
+    return level_graph(level, planes, targets, vgg_net, weights, precision=precision, on_gpu=on_gpu)[2]
 
 
-def make_train_op(loss, learning_rate, variables):
-    """Adam on the generator variables only, as published."""
+def make_optimizer(learning_rate, precision='float32'):
+    """Adam, as published (distribute.build_train_op applies it to the generator variables only),
+    with dynamic loss scaling for float16."""
+    import distribute
     import tensorflow.compat.v1 as tf
-    return tf.train.AdamOptimizer(learning_rate).minimize(loss, var_list=variables)
+    return distribute.wrap_optimizer(tf.train.AdamOptimizer(learning_rate), precision)
+
+
+def make_train_op(loss, learning_rate, variables, precision='float32'):
+    """One-device training op: Adam on the generator variables only, as published."""
+    return make_optimizer(learning_rate, precision).minimize(loss, var_list=variables)
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,6 +151,15 @@ def log_line(level, iteration, train_loss, test):
     return 'level %d, iteration %d: train loss %.6g | test %s' % (level, iteration, train_loss, ', '.join(parts))
 
 
+def summarize(summaries, iteration, train_loss, test, visuals):
+    """TensorBoard: the training loss, every test metric and the output|target pictures."""
+    values = {'train/loss': train_loss}
+    values.update({'test/' + name: value for name, value in test.items()})
+    summaries.scalars(iteration, values)
+    summaries.images(iteration, 'test/output_target', [np.concatenate(pair, axis=1) for pair in zip(*visuals)])
+    summaries.flush()
+
+
 def save_visuals(results_dir, level, iteration, visuals):
     import image_io
     for k, (out, tgt) in enumerate(zip(*visuals)):
@@ -142,6 +175,8 @@ def check_config(config):
             raise UserError('%s=%s: must be at least 1' % (name, config[name]))
     if not config['learning_rate'] > 0:
         raise UserError('learning_rate=%s: must be positive' % config['learning_rate'])
+    if config['num_gpus'] is not None and config['num_gpus'] < 0:
+        raise UserError('num_gpus=%d: must be 0 or more' % config['num_gpus'])
     if config['level'] == 5 and config['restore_iter'] is not None:
         raise UserError('restore_iter=%d: level 5 starts from scratch; restore_iter picks the level+1 '
                         'checkpoint of levels 4..0' % config['restore_iter'])
@@ -154,6 +189,13 @@ def main(argv):
         config['num_train_iters'] = LEVEL_ITERATIONS[level]
     check_config(config)
     num_iters, eval_step, models_dir = config['num_train_iters'], config['eval_step'], config['models_dir']
+    import distribute
+    cluster = distribute.read_cluster()
+    start_iteration = distribute.resume_point(models_dir, level)[0] if config['resume'] else 0
+    if start_iteration >= num_iters:
+        print('level %d is already trained to iteration %d (num_train_iters=%d): nothing to resume'
+              % (level, start_iteration, num_iters))
+        return 0
 
     # Everything that can be wrong with the user's files is checked before TensorFlow starts.
     import load_dataset
@@ -164,7 +206,7 @@ def main(argv):
     load_dataset.check_headers(train_pairs[:1] + test_pairs, side)
     vgg_net = vgg.VGG19(config['vgg_dir'])
     start_from = None
-    if level < 5:       # level L continues from level L+1's weights
+    if level < 5 and not start_iteration:       # level L continues from level L+1's weights
         start_from = utils.find_checkpoint(models_dir, level + 1, config['restore_iter'])[0]
     target_side = load_dataset.target_side(side, level)
     if config['train_size'] > len(train_pairs):
@@ -174,58 +216,86 @@ def main(argv):
     import losses
     import model
     import tensorflow.compat.v1 as tf
+    devices = distribute.cpu_replica_devices()      # before TensorFlow's runtime starts
     if level in losses.MS_SSIM_LEVELS and not losses.ms_ssim_fits(target_side):
         print('note: ' + losses.ms_ssim_note(target_side))
+    precision = distribute.check_precision(config['precision'], config['use_gpu'])
+    on_gpu = config['use_gpu'] and utils.gpu_available()
+    if precision == 'mixed_float16' and not on_gpu:
+        print('note: float16 runs slowly on a CPU; it is meant for GPUs (bfloat16 suits CPUs with AMX)')
 
     # -- graph: streamed training batches -> PyNET -> loss -> Adam; the test set through the same weights
+    # Replicas: one device, num_gpus local GPUs (MirroredStrategy), or the workers of TF_CONFIG.
     graph = tf.Graph()
     with graph.as_default():
+        dist = distribute.Distribution(config['num_gpus'], config['use_gpu'], cluster, devices=devices)
+        dist.check_batch(config['batch_size'])
         tf.set_random_seed(config['seed'])
-        weights = model.PyNETWeights()
-        train_iterator = tf.data.make_initializable_iterator(input_pipeline(train_pairs, side, level, config))
-        train_metrics = build_loss(level, *train_iterator.get_next(), vgg_net, weights)
-        generator_vars = model.generator_variables()     # before the optimiser adds its slots
-        train_op = make_train_op(train_metrics['loss'], config['learning_rate'], generator_vars)
+        with dist.scope():
+            weights = model.PyNETWeights()       # variables appear with the first replica's graph
+            optimizer = make_optimizer(config['learning_rate'], precision)
+        train_iterator = tf.data.make_initializable_iterator(input_pipeline(
+            train_pairs, side, level, config, start_iteration, (dist.worker_index, dist.num_workers)))
+        train_op, train_metrics = distribute.build_train_op(
+            dist, lambda planes, targets: build_loss(level, planes, targets, vgg_net, weights, precision, on_gpu),
+            train_iterator.get_next(), optimizer, weights.in_creation_order)
+        generator_vars = weights.in_creation_order()
 
         test_iterator = tf.data.make_initializable_iterator(
             load_dataset.test_dataset(test_pairs, side, level, config['batch_size']))
-        test_output, test_target, test_metrics = level_graph(level, *test_iterator.get_next(), vgg_net, weights,
-                                                             evaluation=True)
+        test_output, test_target, test_metrics = level_graph(
+            level, *test_iterator.get_next(), vgg_net, weights, evaluation=True, precision=precision,
+            on_gpu=on_gpu)
         test_metrics['count'] = tf.shape(test_output)[0]
-        saver = tf.train.Saver(var_list=generator_vars, max_to_keep=None)
+        checkpoints = distribute.Checkpoints(models_dir, level, generator_vars, dist.is_chief)
         init_all = tf.global_variables_initializer()
         # When the generator is restored, drawing its 47M random initial values would be wasted.
         restored = {v.op.name for v in generator_vars}
         init_optimizer = tf.variables_initializer([v for v in tf.global_variables() if v.op.name not in restored])
 
-    print('level %d: %d iterations of batch %d on %d training patches (%dx%d mosaics), %d test patches'
-          % (level, num_iters, config['batch_size'], len(train_pairs), side, side, len(test_pairs)))
-    with tf.Session(graph=graph, config=utils.session_config(config['use_gpu'])) as sess:
+    print('level %d: %d iterations of batch %d on %d training patches (%dx%d mosaics), %d test patches; %s%s'
+          % (level, num_iters, config['batch_size'], len(train_pairs), side, side, len(test_pairs),
+             dist.describe(), '' if precision == 'float32' else ', ' + precision))
+    session_config = distribute.precision_session_config(utils.session_config(config['use_gpu']), precision,
+                                                         on_gpu)
+    with graph.as_default(), dist.session(session_config) as sess:
         sess.run(train_iterator.initializer)
-        if start_from:
+        if start_iteration:
+            sess.run(init_all)     # every worker runs the same initialisers (they synchronise)
+            checkpoints.resume(sess)
+            print('resuming from %s' % utils.checkpoint_path(models_dir, level, start_iteration))
+        elif start_from and not dist.cluster:
             sess.run(init_optimizer)
             utils.restore_variables(sess, generator_vars, start_from)
             print('starting from %s' % start_from)
         else:
             sess.run(init_all)
-            print('starting from random weights')
+            if start_from:
+                utils.restore_variables(sess, generator_vars, start_from)
+            print('starting from %s' % (start_from or 'random weights'))
+        summaries = distribute.SummaryWriter(models_dir, level, resume_from=start_iteration or None) \
+            if dist.is_chief else None
 
         # -- the training loop
         train_losses = []
-        bar = utils.progress(total=num_iters, desc='level %d' % level, unit='it')
+        bar = utils.progress(total=num_iters, initial=start_iteration, desc='level %d' % level, unit='it')
         try:
-            for iteration in range(1, num_iters + 1):
+            for iteration in range(start_iteration + 1, num_iters + 1):
                 _, loss = sess.run([train_op, train_metrics['loss']])
                 train_losses.append(loss)
                 bar.set_postfix(loss='%.4g' % loss, refresh=False)
                 bar.update(1)
-                if iteration % eval_step == 0 or iteration == num_iters:
+                if dist.is_chief and (iteration % eval_step == 0 or iteration == num_iters):
+                    # The chief evaluates and saves; other workers wait for it at the next step.
                     test, visuals = evaluate(sess, test_iterator, test_metrics, test_output, test_target)
-                    line = log_line(level, iteration, float(np.mean(train_losses)), test)
-                    utils.append_line(os.path.join(models_dir, LOG_FILE), line)
+                    train_loss = float(np.mean(train_losses))
+                    line = log_line(level, iteration, train_loss, test)
                     bar.write(line)
                     save_visuals(config['results_dir'], level, iteration, visuals)
-                    utils.save_variables(sess, saver, utils.checkpoint_path(models_dir, level, iteration))
+                    summarize(summaries, iteration, train_loss, test, visuals)
+                    # Optimiser state, then the checkpoint, then the log line: a kill at any
+                    # moment leaves the last committed iteration to resume from.
+                    checkpoints.save(sess, iteration, line, os.path.join(models_dir, LOG_FILE))
                     train_losses = []
         except tf.errors.OpError as error:
             found = load_dataset.user_error(error)     # a damaged patch met on the way
@@ -234,7 +304,10 @@ def main(argv):
             raise found from None
         finally:
             bar.close()
-    print('saved %s' % utils.checkpoint_path(models_dir, level, num_iters))
+            if summaries is not None:
+                summaries.close()
+    if dist.is_chief:
+        print('saved %s' % utils.checkpoint_path(models_dir, level, num_iters))
 
 
 if __name__ == '__main__':

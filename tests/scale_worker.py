@@ -27,9 +27,6 @@ KEYS = {
     'precision': utils.Key('float32', str, 'compute precision', choices=('float32', 'mixed_float16', 'bfloat16')),
     'fixed_batch': utils.Key(False, bool, 'train on the same batch every step'),
     'seed': utils.Key(0, int, 'data seed'),
-    'models_dir': utils.Key('', str, 'save checkpoints, state, logs.txt and TensorBoard events here'),
-    'eval_step': utils.Key(5, int, 'iterations between checkpoints'),
-    'resume': utils.Key(False, bool, 'continue from the last checkpoint in models_dir'),
 }
 
 
@@ -72,27 +69,14 @@ def main(argv):
                                                   weights.in_creation_order)
     session_config = distribute.precision_session_config(utils.session_config(False), config['precision'])
     losses = []
-    models_dir = config['models_dir']
     with dist.session(session_config) as sess:
         sess.run(tf.global_variables_initializer())
-        start, summaries = 0, None
-        if models_dir:
-            checkpoints = distribute.Checkpoints(models_dir, 5, weights.in_creation_order(), dist.is_chief)
-            if config['resume']:
-                start = checkpoints.resume(sess)
-                print('resuming from iteration %d' % start, flush=True)
-            summaries = distribute.SummaryWriter(models_dir, 5, resume_from=start or None)
         begin = dist.worker_index * per_worker
-        for step in range(start, config['steps']):
+        for step in range(config['steps']):
             x, y = global_batch(config['seed'], 0 if config['fixed_batch'] else step, config['batch'], size)
             feed = {x_in: x[begin:begin + per_worker], y_in: y[begin:begin + per_worker]}
             _, loss = sess.run([train_op, metrics['loss']], feed)
             losses.append(float(loss))
-            if models_dir and (step + 1) % config['eval_step'] == 0:
-                checkpoints.save(sess, step + 1, 'step %d, loss %.6f' % (step + 1, loss))
-                summaries.scalars(step + 1, {'loss': loss})
-                summaries.flush()
-                print('saved iteration %d' % (step + 1), flush=True)
         values = sess.run(weights.in_creation_order())
     with utils.atomic_path(config['out']) as tmp:
         with open(tmp, 'wb') as f:
