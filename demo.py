@@ -26,12 +26,12 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 TRAIN_LEVELS = (5, 4, 3, 2, 1, 0)
 KEYS = {
     'output_dir': Key('demo_output/', str, 'folder for the dataset, checkpoints, logs and pictures'),
-    'patch_size': Key(128, int, 'side of the training/test mosaics (multiple of 32)'),
+    'patch_size': Key(64, int, 'side of the training/test mosaics (multiple of 32)'),
     'train_patches': Key(400, int, 'synthetic training patches'),
     'test_patches': Key(24, int, 'synthetic test patches'),
-    'iterations': Key('400,300,200,120,50,40', str, 'training iterations of levels 5,4,3,2,1,0'),
-    'batch_sizes': Key('16,16,8,6,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
-    'learning_rate': Key(1e-4, float, 'Adam learning rate (the published 5e-5 is tuned for far longer runs)'),
+    'iterations': Key('200,150,150,150,200,150', str, 'training iterations of levels 5,4,3,2,1,0'),
+    'batch_sizes': Key('16,16,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
+    'learning_rate': Key(2e-4, float, 'Adam learning rate (the published 5e-5 is tuned for far longer runs)'),
     'seed': Key(0, int, 'seed of the synthetic dataset'),
     'vgg_dir': Key(utils.DEFAULT_VGG_PATH, str, 'VGG-19 .mat; when absent, a random-weight one is made'),
     'train': Key(True, bool, 'false: skip making data and training, evaluate the checkpoints already there'),
