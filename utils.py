@@ -165,6 +165,9 @@ def atomic_path(path):
     base, ext = os.path.splitext(os.path.basename(path))
     handle, tmp = tempfile.mkstemp(prefix='.%s.' % base, suffix='.tmp' + ext, dir=folder)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; results are ordinary files
     try:
         yield tmp
         os.replace(tmp, path)

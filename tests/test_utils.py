@@ -124,3 +124,13 @@ def test_tensorflow_import_is_silent_on_stderr(run):
                             cwd=os.path.dirname(os.path.abspath(utils.__file__)))
     assert result.returncode == 0 and result.stdout.strip() == '()'
     assert result.stderr.strip() == ''
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with utils.atomic_path(str(tmp_path / 'a.txt')) as tmp:
+            open(tmp, 'w').write('x')
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / 'a.txt').st_mode & 0o777) == oct(0o644)
