@@ -37,6 +37,7 @@ KEYS = {
     'work_dir': Key('/tmp/pynet-render-bench/', str, 'outputs (.npy) and results.json go here'),
     'timeout': Key(3600, int, 'seconds after which one configuration is stopped and reported as failed'),
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## Rendering)'),
+    'run': Key(True, bool, 'false: measure nothing, only write the results already in work_dir/results.json'),
     # worker keys
     'worker': Key('', str, 'internal: run one configuration (config@size) and print its measurements'),
 }
@@ -230,7 +231,7 @@ def main(argv):
     cfg['checkpoint'] = weights
     results_path = os.path.join(cfg['work_dir'], 'results.json')
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
-    for size in sizes:
+    for size in sizes if cfg['run'] else []:
         for config in configs:
             print('%s @ %s ...' % (config, size), end=' ', flush=True)
             r = results['%s@%s' % (config, size)] = run_worker(cfg, config, size)
