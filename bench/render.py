@@ -12,6 +12,7 @@ checkpoint=<path>. Input: the synthetic dataset's full-resolution test RAW, mirr
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -38,6 +39,7 @@ KEYS = {
     'timeout': Key(3600, int, 'seconds after which one configuration is stopped and reported as failed'),
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## Rendering)'),
     'run': Key(True, bool, 'false: measure nothing, only write the results already in work_dir/results.json'),
+    'note': Key('', str, 'a sentence added to the BENCHMARKS.md section (e.g. how busy the machine was)'),
     # worker keys
     'worker': Key('', str, 'internal: run one configuration (config@size) and print its measurements'),
 }
@@ -179,6 +181,19 @@ def table(results, sizes, configs):
     return lines
 
 
+def summary(results):
+    """The issue's targets for the 12 MP photo, measured or not."""
+    r, size = results.get('tiled-bfloat16@1472x1984', {}), '1472x1984'
+    if 'speedup' not in r:
+        return ''
+    f = results.get('tiled-float32@%s' % size, {})
+    return ('12 MP targets: tiled bfloat16 renders %.2fx as fast as the one-piece float32 baseline (target: at '
+            'least 4x): %s; its peak RSS is %.2f GB and tiled float32\'s %s (target: at most 3 GB). bfloat16 keeps '
+            '%.1f dB PSNR against float32 (target: at least 40 dB).' % (
+                r['speedup'], 'met' if r['speedup'] >= 4 else 'NOT met', r['peak_rss_gb'],
+                '%.2f GB' % f['peak_rss_gb'] if 'peak_rss_gb' in f else 'not measured', r['psnr_db']))
+
+
 def write_benchmarks(cfg, results, sizes, configs, command, weights):
     import render
     text = '\n'.join([
@@ -199,7 +214,8 @@ def write_benchmarks(cfg, results, sizes, configs, command, weights):
         '',
         'Weights: %s. Input: the synthetic dataset\'s full-resolution test RAW (scikit-image\'s astronaut '
         'through make_synthetic_dataset.py), centre-cropped or mirrored out to each size.' % weights,
-    ] + table(results, sizes, configs) + [''])
+    ] + table(results, sizes, configs) + ['', summary(results), '', cfg['note'], ''])
+    text = re.sub(r'\n{3,}', '\n\n', text).rstrip('\n') + '\n'
     path = os.path.join(REPO, 'BENCHMARKS.md')
     old = open(path).read() if os.path.exists(path) else '# Benchmarks\n'
     start = old.find('\n## Rendering\n')
@@ -208,6 +224,8 @@ def write_benchmarks(cfg, results, sizes, configs, command, weights):
     else:
         end = old.find('\n## ', start + 1)
         new = old[:start + 1] + text + ('' if end < 0 else old[end:])
+    if start < 0 or end < 0:
+        new = new.rstrip('\n') + '\n'
     with utils.atomic_path(path) as tmp:
         with open(tmp, 'w') as f:
             f.write(new)
