@@ -256,7 +256,11 @@ def generator_outputs(packed_raw, weights, precision='float32', on_gpu=False, **
 
 
 def wrap_optimizer(optimizer, precision):
-    """Adds dynamic loss scaling for float16 (its gradients underflow without it)."""
+    """Adds dynamic loss scaling for float16 (its gradients underflow without it).
+
+    Build the training graph inside an explicit `tf.Graph().as_default()`: in the global default
+    graph, after TensorFlow's eager context has started, this optimiser fails to build.
+    """
     import tensorflow.compat.v1 as tf
     if precision != 'mixed_float16':
         return optimizer

@@ -46,38 +46,41 @@ def main(argv):
     tf.disable_eager_execution()
     import model
 
-    dist = distribute.Distribution(use_gpu=False, cluster=distribute.read_cluster(), devices=devices)
-    per_worker = dist.check_batch(config['batch'])
-    size = config['size']
-    x_in = tf.placeholder(tf.float32, [per_worker, size, size, 4])
-    y_in = tf.placeholder(tf.float32, [per_worker, size // 16, size // 16, 3])
-    distribute.check_precision(config['precision'], use_gpu=False)
-    with dist.scope():
-        # Variables are created by the first replica's step (cheaper than model.create_weights()).
-        weights = model.PyNETWeights()
-        if config['optimizer'] == 'sgd':
-            optimizer = tf.train.GradientDescentOptimizer(config['learning_rate'])
-        else:
-            optimizer = tf.train.AdamOptimizer(config['learning_rate'])
-        optimizer = distribute.wrap_optimizer(optimizer, config['precision'])
+    # An explicit graph, as train_model.py has: the float16 loss-scale optimiser fails to build
+    # in the global default graph once TensorFlow's eager context has started (utils probes GPUs).
+    with tf.Graph().as_default():
+        dist = distribute.Distribution(use_gpu=False, cluster=distribute.read_cluster(), devices=devices)
+        per_worker = dist.check_batch(config['batch'])
+        size = config['size']
+        x_in = tf.placeholder(tf.float32, [per_worker, size, size, 4])
+        y_in = tf.placeholder(tf.float32, [per_worker, size // 16, size // 16, 3])
+        distribute.check_precision(config['precision'], use_gpu=False)
+        with dist.scope():
+            # Variables are created by the first replica's step (cheaper than model.create_weights()).
+            weights = model.PyNETWeights()
+            if config['optimizer'] == 'sgd':
+                optimizer = tf.train.GradientDescentOptimizer(config['learning_rate'])
+            else:
+                optimizer = tf.train.AdamOptimizer(config['learning_rate'])
+            optimizer = distribute.wrap_optimizer(optimizer, config['precision'])
 
-    def loss_fn(x, y):
-        out = distribute.generator_outputs(x, weights, config['precision'])[5]
-        return {'loss': tf.reduce_mean(tf.square(out - y))}
+        def loss_fn(x, y):
+            out = distribute.generator_outputs(x, weights, config['precision'])[5]
+            return {'loss': tf.reduce_mean(tf.square(out - y))}
 
-    train_op, metrics = distribute.build_train_op(dist, loss_fn, [x_in, y_in], optimizer,
-                                                  weights.in_creation_order)
-    session_config = distribute.precision_session_config(utils.session_config(False), config['precision'])
-    losses = []
-    with dist.session(session_config) as sess:
-        sess.run(tf.global_variables_initializer())
-        begin = dist.worker_index * per_worker
-        for step in range(config['steps']):
-            x, y = global_batch(config['seed'], 0 if config['fixed_batch'] else step, config['batch'], size)
-            feed = {x_in: x[begin:begin + per_worker], y_in: y[begin:begin + per_worker]}
-            _, loss = sess.run([train_op, metrics['loss']], feed)
-            losses.append(float(loss))
-        values = sess.run(weights.in_creation_order())
+        train_op, metrics = distribute.build_train_op(dist, loss_fn, [x_in, y_in], optimizer,
+                                                      weights.in_creation_order)
+        session_config = distribute.precision_session_config(utils.session_config(False), config['precision'])
+        losses = []
+        with dist.session(session_config) as sess:
+            sess.run(tf.global_variables_initializer())
+            begin = dist.worker_index * per_worker
+            for step in range(config['steps']):
+                x, y = global_batch(config['seed'], 0 if config['fixed_batch'] else step, config['batch'], size)
+                feed = {x_in: x[begin:begin + per_worker], y_in: y[begin:begin + per_worker]}
+                _, loss = sess.run([train_op, metrics['loss']], feed)
+                losses.append(float(loss))
+            values = sess.run(weights.in_creation_order())
     with utils.atomic_path(config['out']) as tmp:
         with open(tmp, 'wb') as f:
             np.savez(f, losses=np.array(losses), replicas=dist.num_replicas,
