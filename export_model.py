@@ -36,7 +36,7 @@ SIGNATURE = 'serving_default'
 KEYS = {
     'level': Key(0, int, 'PyNET level whose output is exported (0 = full-size photo)', choices=utils.LEVELS),
     'orig': Key(False, bool, 'export the published model models_dir/original/pynet_level_0.ckpt (level=0)'),
-    'restore_iter': Key(None, int, 'iteration to export (default: the last saved one of the level)'),
+    'restore_iter': Key(None, int, 'iteration to export (None: the last saved one of the level)'),
     'models_dir': Key(utils.DEFAULT_MODELS_DIR, str, 'folder with the checkpoints'),
     'height': Key(224, int, 'packed input height = RAW height / 2; a multiple of 16 (a 12 MP photo: 1472)'),
     'width': Key(224, int, 'packed input width = RAW width / 2; a multiple of 16 (a 12 MP photo: 1984)'),
@@ -44,7 +44,7 @@ KEYS = {
     'quant': Key('none', str, 'tflite only: none, float16, dynamic (int8 weights) or int8 (calibrated)',
                  choices=QUANTS),
     'instance_norm_level_1': Key(False, bool, 'set it if the checkpoint was trained with instance norm on level 1'),
-    'output': Key('', str, 'where to write (default models_dir/export/pynet_level_<L>_<iteration|orig>'
+    'output': Key('', str, 'where to write (empty: models_dir/export/pynet_level_<L>_<iteration|orig>'
                            '_<height>x<width>[_<quant>][.tflite])'),
     'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'quant=int8: RAW patches <dataset_dir>/train|test/huawei_raw/'),
     'calibration_size': Key(32, int, 'quant=int8: number of calibration inputs'),
