@@ -383,8 +383,8 @@ def table(cfg, results, sizes, variants):
                     variant, ('export failed: ' if 'error' in e else '') + (e.get('error') or r.get('error'))))
                 continue
             if not r:
-                if e:
-                    lines.append('| %s | exported, not run at this size (time) |  |  |  |  |  |  |  |  |  |' % variant)
+                lines.append('| %s | %s |  |  |  |  |  |  |  |  |  |' % (
+                    variant, 'exported, not run at this size (time)' if e else 'not exported at this size (time)'))
                 continue
             # the graph reads the checkpoint: 47,548,170 float32 weights
             size_mb = '%.1f MB' % (e['bytes'] / 1e6) if 'bytes' in e else '(weights %.1f MB)' % (47548170 * 4 / 1e6)
