@@ -320,7 +320,7 @@ def measure_size(cfg, results, size, variants):
                 # XNNPACK cannot fit (or nothing tells that it can): LiteRT's built-in kernels need far less memory.
                 why = result['error'] if result else 'not measured at two smaller sizes'
                 result = run_worker(cfg, '_run_one', variant, size, xnnpack=False)
-                result['runtime'] = 'LiteRT built-in kernels (XNNPACK: %s)' % why
+                result['runtime'] = 'LiteRT built-in kernels (XNNPACK: %s; does not fit, see below)' % why
             elif result is None:
                 result = run_worker(cfg, '_run_one', variant, size)
         results['run'][key] = result
