@@ -214,7 +214,6 @@ class Renderer:
                  instance_norm_level_1=False):
         import tensorflow.compat.v1 as tf
         import model
-        tf.disable_eager_execution()
         if level not in utils.LEVELS:
             raise UserError('level=%s: must be one of %s' % (level, ', '.join(map(str, utils.LEVELS))))
         if precision not in PRECISIONS:

@@ -253,7 +253,8 @@ def restore_variables(sess, variables, path):
             raise UserError('checkpoint %s: %s has shape %s, the graph needs %s: it is from another model'
                             % (path, name, list(stored[name]), var.shape.as_list()))
     try:
-        tf.train.Saver(var_list=variables).restore(sess, path)
+        with sess.graph.as_default():    # a Saver must be built in its variables' graph
+            tf.train.Saver(var_list=variables).restore(sess, path)
     except tf.errors.OpError as error:   # e.g. a truncated .data file
         raise UserError('cannot restore checkpoint %s (%s): it is damaged; save or download it again'
                         % (path, error.message.splitlines()[0][:120]))

@@ -13,7 +13,6 @@ import render
 import utils
 from conftest import REPO
 
-tf.disable_eager_execution()
 
 
 def save_checkpoint(path, seed=0, kernel_gain=0.0, output_gain=10.0, instance_norm_level_1=False):

@@ -26,7 +26,6 @@ def write_test_checkpoint(folder, seed=0):
     """
     import tensorflow.compat.v1 as tf
     import model
-    tf.disable_eager_execution()
     with tf.Graph().as_default():
         model.PyNET(tf.placeholder(tf.float32, [1, None, None, 4]))
         variables = model.generator_variables()
@@ -85,7 +84,6 @@ def references(models_dir):
     """
     import tensorflow.compat.v1 as tf
     import model
-    tf.disable_eager_execution()
     path, _ = utils.find_checkpoint(models_dir, 0)
     outputs = {}
     with tf.Graph().as_default():
