@@ -251,6 +251,22 @@ def tflite_interpreter(path, num_threads=None, xnnpack=True):
         return interpreter_class(model_path=path, num_threads=num_threads, experimental_op_resolver_type=resolver)
 
 
+def check_allocated(interpreter, path):
+    """Raises a UserError when LiteRT could not allocate the model's tensors (it says so only later, vaguely)."""
+    interpreter.allocate_tensors()
+    details = interpreter.get_input_details()[0]
+    try:
+        interpreter.set_tensor(details['index'], np.zeros(details['shape'], details['dtype']))
+    except ValueError as error:
+        if 'unallocated' not in str(error):
+            raise
+        sizes = [int(np.prod(t['shape'])) * np.dtype(t['dtype']).itemsize for t in interpreter.get_tensor_details()]
+        raise UserError('%s: LiteRT cannot allocate this model\'s tensors at input %s (its largest tensor, a '
+                        'kernel\'s scratch buffer, needs %.1f GB); export a smaller height/width, or the float32 '
+                        'or float16 model, which need less' % (path, 'x'.join(map(str, details['shape'][1:3])),
+                                                             max(sizes) / 1e9))
+
+
 def load_exported(path, num_threads=None, xnnpack=True):
     """A function packed float32 [1, H, W, 4] -> rgb float32 for an exported .tflite file or SavedModel folder."""
     if os.path.isdir(path):
@@ -263,6 +279,7 @@ def load_exported(path, num_threads=None, xnnpack=True):
         run.loaded = loaded     # the function needs the loaded object alive
         return run
     interpreter = tflite_interpreter(path, num_threads, xnnpack)
+    check_allocated(interpreter, path)
     runner = interpreter.get_signature_runner(SIGNATURE)
 
     def run(raw):

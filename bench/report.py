@@ -1,0 +1,50 @@
+"""What every benchmark shares: the machine/version line and writing its own section of BENCHMARKS.md."""
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import utils  # noqa: E402
+
+BENCHMARKS = os.path.join(REPO, 'BENCHMARKS.md')
+
+
+def machine(*extra):
+    """'CPU, cores, memory; Python, TensorFlow, NumPy versions' plus `extra` strings, for a report's header."""
+    try:
+        lscpu = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = ''
+    name = next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith('Model name')), '?')
+    import numpy as np
+    import tensorflow as tf2
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30
+    parts = ['%s, %d cores, %.0f GiB, bfloat16 in the CPU: %s' % (
+                 name, os.cpu_count(), memory, 'yes' if utils.cpu_supports_bfloat16() else 'no'),
+             'Python %s, TensorFlow %s, NumPy %s' % (platform.python_version(), tf2.__version__, np.__version__)]
+    return '; '.join(parts + list(extra))
+
+
+def load_note():
+    """How busy the machine is: the 1-minute load average against its cores, and the time."""
+    return '%s, load average %.1f on %d cores' % (time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                                                  os.getloadavg()[0], os.cpu_count())
+
+
+def write_section(title, text, path=BENCHMARKS):
+    """Replaces (or appends) the `## title` section of BENCHMARKS.md with `text` (which starts with that heading)."""
+    assert text.startswith('## %s\n' % title), 'a section starts with its own heading'
+    text = text.rstrip('\n') + '\n'
+    old = open(path).read() if os.path.exists(path) else '# Benchmarks\n'
+    start = old.find('\n## %s\n' % title)
+    if start < 0:
+        new = old.rstrip('\n') + '\n\n' + text
+    else:
+        end = old.find('\n## ', start + 1)
+        new = old[:start + 1] + text + ('' if end < 0 else '\n' + old[end + 1:])
+    with utils.atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(new)

@@ -1,0 +1,54 @@
+"""The benchmarks' shared report helpers: each rewrites only its own section of BENCHMARKS.md."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import input_pipeline, report  # noqa: E402
+
+DOC = '# Benchmarks\n\nintro\n\n## Input pipeline\n\nold pipeline\n\n## Export\n\nold export\n\n## Rendering\n\nold render\n'
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    path = str(tmp_path / 'BENCHMARKS.md')
+    with open(path, 'w') as f:
+        f.write(DOC)
+    report.write_section('Export', '## Export\n\nnew export\nsecond line\n', path)
+    text = open(path).read()
+    assert text == DOC.replace('old export', 'new export\nsecond line')
+    report.write_section('Rendering', '## Rendering\n\nnew render', path)     # last section, no newline given
+    assert open(path).read().endswith('## Rendering\n\nnew render\n')
+    assert 'old pipeline' in open(path).read()
+    assert not [p for p in os.listdir(str(tmp_path)) if p != 'BENCHMARKS.md']    # no temporary left
+
+
+def test_write_section_appends_a_new_section_and_creates_the_file(tmp_path):
+    path = str(tmp_path / 'BENCHMARKS.md')
+    report.write_section('Training', '## Training\n\nsteps\n', path)
+    assert open(path).read() == '# Benchmarks\n\n## Training\n\nsteps\n'
+    report.write_section('Export', '## Export\n\nsizes\n', path)
+    assert open(path).read() == '# Benchmarks\n\n## Training\n\nsteps\n\n## Export\n\nsizes\n'
+
+
+def test_write_section_refuses_text_without_its_heading(tmp_path):
+    with pytest.raises(AssertionError):
+        report.write_section('Export', 'no heading\n', str(tmp_path / 'B.md'))
+
+
+def stream(rate):
+    return {'patches_per_s': rate, 'cpu_ms_per_patch': 5.0, 'peak_rss_mb': 700.0}
+
+
+def test_input_pipeline_section_reports_the_target_from_the_measurements():
+    config = dict(level=0, batch_size=50, published_max=200)
+    published = {'patches_per_s': 50.0, 'peak_rss_mb': 1000.0, 'load_seconds': 2.0,
+                 'bytes_per_patch': 6 * 2 ** 20}
+    rows = [(100, stream(390.0), published), (30000, stream(360.0), None)]
+    text = input_pipeline.section(config, rows, [(5, stream(350.0))], 'start', 'end')
+    assert text.startswith('## Input pipeline\n')
+    assert '| 100 | 390 | 5.0 | 700 MB | 50 | 1000 MB | 2.0 s |' in text
+    assert '| 30000 | 360 | 5.0 | 700 MB | not run | ~176 GB (arrays alone) | ~600 s |' in text
+    assert '360-390 patches/s at level 0 (target: at least 150, met)' in text
+    slow = input_pipeline.section(config, [(100, stream(120.0), published)], [], 'start', 'end')
+    assert '(target: at least 150, NOT met)' in slow
