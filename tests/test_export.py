@@ -153,3 +153,26 @@ def test_missing_checkpoint(tmp_path):
     result = run_script('export_model.py', 'models_dir=%s' % (tmp_path / 'models'), cwd=str(tmp_path))
     assert_one_line_error(result, 'no checkpoint of level 0')
     assert not (tmp_path / 'models').exists()
+
+
+class UnallocatedInterpreter:
+    """What LiteRT does when its arena does not fit: allocate_tensors passes, setting the input fails."""
+
+    def allocate_tensors(self):
+        pass
+
+    def get_input_details(self):
+        return [{'index': 0, 'shape': np.array([1, 1472, 1984, 4]), 'dtype': np.float32}]
+
+    def set_tensor(self, index, value):
+        raise ValueError('Cannot set tensor: Tensor is unallocated. Try calling allocate_tensors() first')
+
+    def get_tensor_details(self):
+        return [{'shape': np.array([1, 1472, 1984, 4]), 'dtype': np.float32},
+                {'shape': np.array([30 * 10 ** 9]), 'dtype': np.int8}]
+
+
+def test_unallocatable_tflite_model_is_a_one_line_error():
+    with pytest.raises(utils.UserError, match=r'm\.tflite: LiteRT cannot allocate .* at input 1472x1984 '
+                                              r'.*needs 30\.0 GB.*smaller height/width'):
+        export_model.check_allocated(UnallocatedInterpreter(), 'm.tflite')
