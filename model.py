@@ -55,6 +55,11 @@ def instance_norm(weights, key, x):
     shift = weights.get(key + '/shift', [channels], lambda: tf.zeros([channels]))
     scale = weights.get(key + '/scale', [channels], lambda: tf.ones([channels]))
     mean, variance = tf.nn.moments(x, [1, 2], keepdims=True)
+    return normalize(x, mean, variance, scale, shift)
+
+
+def normalize(x, mean, variance, scale, shift):
+    """(x - mean) / sqrt(variance + eps) * scale + shift: instance norm with given statistics."""
     return (x - mean) / tf.sqrt(variance + INSTANCE_NORM_EPSILON) * scale + shift
 
 

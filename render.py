@@ -177,11 +177,11 @@ class _StreamedBlock:
         y2, z2 = [], []
         for i, k in enumerate(sizes):
             part = slice(i * filters, (i + 1) * filters)
-            z1 = self._norm(tf, model, weights, '%s/%dx%d/conv1' % (key, k, k), self.y1[..., part],
+            z1 = self._norm(model, weights, '%s/%dx%d/conv1' % (key, k, k), self.y1[..., part],
                             self.stats[0][part], self.stats[1][part])
             conv2 = '%s/%dx%d/conv2' % (key, k, k)
             y2.append(model.conv(weights, conv2, z1, filters, k, activation=False))
-            z2.append(self._norm(tf, model, weights, conv2, y2[-1], self.stats[2][part], self.stats[3][part]))
+            z2.append(self._norm(model, weights, conv2, y2[-1], self.stats[2][part], self.stats[3][part]))
         self.pass2 = list(moments(tf.concat(y2, 3)))
         out = crop(tf.concat(z2, 3))
         if residual:
@@ -190,11 +190,10 @@ class _StreamedBlock:
         self.pass3 = out
 
     @staticmethod
-    def _norm(tf, model, weights, key, y, mean, variance):
+    def _norm(model, weights, key, y, mean, variance):
         """model.instance_norm with given statistics, then leaky ReLU."""
-        shift, scale = weights.variables[key + '/shift'], weights.variables[key + '/scale']
-        normed = (y - mean) / tf.sqrt(variance + model.INSTANCE_NORM_EPSILON) * scale + shift
-        return model.leaky_relu(normed)
+        scale, shift = weights.variables[key + '/scale'], weights.variables[key + '/shift']
+        return model.leaky_relu(model.normalize(y, mean, variance, scale, shift))
 
 
 class Renderer:
@@ -247,7 +246,6 @@ class Renderer:
 
     def _build_tiled(self, tf, model, weights, packed):
         """The stage graphs, sharing one set of weights (see the module docstring)."""
-        self.tf, self.model = tf, model
         # Stage 1: pooled e1 of a strip of the packed RAW.
         self.strip_input = packed
         self.pooled_e1 = model.max_pool(model.encoder_level_1(weights, packed))
@@ -308,7 +306,7 @@ class Renderer:
         strips = split_axis(H, max(2, self.tile * self.tile // W // 2 * 2))
         low_boxes = tile_boxes(H // 2, W // 2, self.low_tile)
         boxes = tile_boxes(H, W, self.tile)
-        steps = len(strips) - 1 + 1
+        steps = len(strips)             # the e1 strips (len(strips) - 1 of them) and levels 5-3
         steps += 3 * len(low_boxes) * (len(STREAMED_BLOCKS) if self.level <= 2 else 1)
         if self.level <= 1:
             steps += len(boxes)

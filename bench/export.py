@@ -56,11 +56,6 @@ USAGE = 'python bench/export.py [stage=all|weights|export|measure] [key=value ..
 SMALL = 224 * 224
 
 
-def parse_size(text):
-    height, width = (int(v) for v in text.lower().split('x'))
-    return height, width
-
-
 def paths(cfg):
     work = os.path.abspath(cfg['work_dir'])
     return {'dataset': os.path.join(work, 'raw_images'), 'models': os.path.join(work, 'models'),
@@ -139,7 +134,7 @@ def bench_inputs(cfg, size):
     """Rendered test data at the packed size: the test patches (center-cropped), or for sizes larger than a
     patch a few inputs tiled from them (export_model.calibration_inputs does the tiling)."""
     import export_model
-    height, width = parse_size(size)
+    height, width = report.parse_size(size)
     p = paths(cfg)
     files = sorted(__import__('glob').glob(os.path.join(p['dataset'], 'test', 'huawei_raw', '*.png')),
                    key=lambda f: int(os.path.basename(f)[:-4]))
@@ -149,7 +144,7 @@ def bench_inputs(cfg, size):
 
 def photo_targets(cfg, size):
     """The test photos [N, 2H, 2W, 3] in [0, 1] when the bench inputs at `size` are the whole test patches."""
-    height, width = parse_size(size)
+    height, width = report.parse_size(size)
     _, photos = load_split(paths(cfg)['dataset'], 'test')
     return photos if photos.shape[1:3] == (2 * height, 2 * width) else None
 
@@ -161,7 +156,7 @@ def worker_export(cfg):
     """Exports one variant at one size; prints a JSON line with time and peak RSS."""
     import export_model
     p = paths(cfg)
-    height, width = parse_size(cfg['size'])
+    height, width = report.parse_size(cfg['size'])
     variant = cfg['variant']
     config = {name: key.default for name, key in export_model.KEYS.items()}
     large = height * width > SMALL
@@ -196,7 +191,7 @@ def worker_run(cfg):
     """Loads one variant, runs it on the bench inputs; saves the outputs; prints a JSON line of figures."""
     import export_model
     size, variant = cfg['size'], cfg['variant']
-    height, width = parse_size(size)
+    height, width = report.parse_size(size)
     inputs = bench_inputs(cfg, size)
     rss_before = peak_rss_gib()
     start = time.time()
@@ -269,12 +264,12 @@ def predicted_peak_gib(results, variant, size):
     for key, r in results['run'].items():
         name, measured = key.split(' ')
         if name == variant and measured != size and 'peak_rss_gib' in r:
-            h, w = parse_size(measured)
+            h, w = report.parse_size(measured)
             known.append((h * w, r['peak_rss_gib']))
     if len(known) < 2:
         return None
     (p0, m0), (p1, m1) = sorted(known)[-2:]
-    h, w = parse_size(size)
+    h, w = report.parse_size(size)
     return m1 + (m1 - m0) / (p1 - p0) * (h * w - p1)
 
 
@@ -318,7 +313,8 @@ def measure_size(cfg, results, size, variants):
             result = {'error': 'not exported'}
         else:
             result = too_big(results, variant, size)
-            unknown = predicted_peak_gib(results, variant, size) is None and np.prod(parse_size(size)) > 4 * SMALL
+            unknown = (predicted_peak_gib(results, variant, size) is None
+                       and np.prod(report.parse_size(size)) > 4 * SMALL)
             if variant.startswith('tflite') and (result is not None or unknown):
                 # XNNPACK cannot fit (or nothing tells that it can): LiteRT's built-in kernels need far less memory.
                 why = result['error'] if result else 'not measured at two smaller sizes'
@@ -369,7 +365,7 @@ def table(cfg, results, sizes, variants):
     lines = []
     for size in sizes:
         base = results['run'].get('graph %s' % size, {})
-        lines += ['', '**Packed %s** (output %s)' % (size, 'x'.join(str(2 * v) for v in parse_size(size))), '',
+        lines += ['', '**Packed %s** (output %s)' % (size, 'x'.join(str(2 * v) for v in report.parse_size(size))), '',
                   '| variant | runtime | file | export s | load s | first run s | median run s | vs graph '
                   '| peak RSS GiB | PSNR vs graph dB | max abs diff |',
                   '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -472,20 +468,20 @@ def main(argv):
         results.setdefault('commands', []).append(' '.join(['python bench/export.py'] + argv))
         save_results(cfg, results)
     # Size by size, smallest first: memory predictions for the larger sizes use the smaller ones.
-    for size in sorted(sizes, key=lambda t: np.prod(parse_size(t))):
+    for size in sorted(sizes, key=lambda t: np.prod(report.parse_size(t))):
         if cfg['stage'] in ('export', 'all'):
             export_size(cfg, results, size, variants)
         if cfg['stage'] in ('measure', 'all'):
             measure_size(cfg, results, size, variants)
     if cfg['stage'] == 'report':
-        sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(parse_size(t)))
+        sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(report.parse_size(t)))
         for size in sizes:
             parity(cfg, results, size, ('graph',) + VARIANTS)
     if cfg['stage'] in ('measure', 'all', 'report'):
         print('\n'.join(table(cfg, results, sizes, variants)))
         if cfg['write']:
             # every size and variant measured so far in work_dir, not only this run's
-            sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(parse_size(t)))
+            sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(report.parse_size(t)))
             found = {k.split(' ')[0] for k in results['run']}
             variants = [v for v in ('graph',) + VARIANTS if v in found]
             write_benchmarks(cfg, results, sizes, variants)

@@ -182,9 +182,9 @@ def section(config, rows, extra, load_before, load_after, command=''):
              '| train_size | stream patches/s | stream CPU ms/patch | stream peak RSS | published load patches/s '
              '| published peak RSS | published stall per re-draw |',
              '|---|---|---|---|---|---|---|']
-    measured = [p for _, _, p in rows if p]
-    per_patch = measured[0]['bytes_per_patch'] if measured else None
-    stall_per_patch = measured[0]['load_seconds'] / sizes[0] if rows[0][2] else None
+    measured = [(size, p) for size, _, p in rows if p]       # the published approach, where it was run
+    per_patch = measured[0][1]['bytes_per_patch'] if measured else None
+    stall_per_patch = measured[0][1]['load_seconds'] / measured[0][0] if measured else None
     for size, s, p in rows:
         if p:
             published = ('%.0f' % p['patches_per_s'], '%.0f MB' % p['peak_rss_mb'], '%.1f s' % p['load_seconds'])
@@ -206,8 +206,8 @@ def section(config, rows, extra, load_before, load_after, command=''):
               % (min(rss), max(rss), min(sizes), max(sizes))
               + (' The published approach holds %.1f MB per patch at level %d in float64 arrays: %.1f GB at %d '
                  'patches, ~%.0f GB at train_size=%d.' % (
-                     per_patch / 2 ** 20, level, measured[-1]['peak_rss_mb'] / 1e3, max(
-                         sz for sz, _, p in rows if p), per_patch * max(sizes) / 2 ** 30, max(sizes))
+                     per_patch / 2 ** 20, level, measured[-1][1]['peak_rss_mb'] / 1e3, measured[-1][0],
+                     per_patch * max(sizes) / 2 ** 30, max(sizes))
                  if per_patch else ''),
               '- **Speed.** The stream delivers %.0f-%.0f patches/s at level %d (target: at least 150, %s), '
               'using %.1f-%.1f ms of CPU per patch over %d cores.' % (
@@ -216,7 +216,7 @@ def section(config, rows, extra, load_before, load_after, command=''):
                   os.cpu_count())
               + (' The published loader is single-threaded (%.0f-%.0f patches/s) and stalls training for the whole '
                  're-load every 1000 iterations, whereas the stream\'s work overlaps the training step.' % (
-                     min(p['patches_per_s'] for p in measured), max(p['patches_per_s'] for p in measured))
+                     min(p['patches_per_s'] for _, p in measured), max(p['patches_per_s'] for _, p in measured))
                  if measured else ''),
               COST_NOTE]
     return '\n'.join(lines)

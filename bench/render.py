@@ -46,14 +46,6 @@ KEYS = {
 USAGE = 'python bench/render.py [key=value ...]   times rendering configurations, one subprocess each'
 
 
-def parse_size(text):
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise UserError('sizes: %r is not HxW (e.g. 736x992)' % text)
-    return height, width
-
-
 def checkpoint(cfg):
     """The checkpoint to measure: given, or the briefly trained one of bench/export.py (made if missing)."""
     if cfg['checkpoint']:
@@ -91,7 +83,7 @@ def worker(cfg):
     import render
     config, size = cfg['worker'].split('@')
     mode, precision = config.split('-')
-    height, width = parse_size(size)
+    height, width = report.parse_size(size)
     x = bench_input(cfg, height, width)
     start = time.time()
     renderer = render.Renderer(checkpoint(cfg), level=0, use_gpu=False, precision=precision,
@@ -152,7 +144,7 @@ def compare(cfg, results, size, configs):
 def table(results, sizes, configs):
     lines = []
     for size in sizes:
-        h, w = parse_size(size)
+        h, w = report.parse_size(size)
         lines += ['', '**Packed %s** (output %dx%d, %.1f MP)' % (size, 2 * h, 2 * w, 4 * h * w / 1e6), '',
                   '| configuration | render s | vs one-piece float32 | peak RSS GB | PSNR vs baseline dB '
                   '| max abs diff |',
@@ -215,7 +207,7 @@ def main(argv):
         return worker(cfg)
     sizes = cfg['sizes'].split(',')
     for size in sizes:
-        parse_size(size)
+        report.parse_size(size)
     configs = cfg['configs'].split(',')
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -239,7 +231,8 @@ def main(argv):
                 json.dump(results, f, indent=1)
     print('\n'.join(table(results, sizes, configs)))
     if cfg['write']:
-        note = ('`%s`' % weights if not weights.startswith(cfg['weights_dir']) else '`%s`, briefly trained by `bench/export.py stage=weights` (see its section: a short Adam run '
+        note = ('`%s`' % weights if not weights.startswith(cfg['weights_dir']) else
+                '`%s`, briefly trained by `bench/export.py stage=weights` (see its section: a short Adam run '
                 'on the synthetic dataset, all six levels\' MSE; trained, though far from the published model)'
                 % weights)
         load.append(report.load_note())

@@ -28,6 +28,15 @@ def machine(*extra):
     return '; '.join(parts + list(extra))
 
 
+def parse_size(text):
+    """(height, width) from 'HxW'."""
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise utils.UserError('sizes: %r is not HxW (e.g. 736x992)' % text)
+    return height, width
+
+
 def load_note():
     """How busy the machine is: the 1-minute load average against its cores, and the time."""
     return '%s, load average %.1f on %d cores' % (time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
