@@ -49,6 +49,8 @@ KEYS = {
     'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'quant=int8: RAW patches <dataset_dir>/train|test/huawei_raw/'),
     'calibration_size': Key(32, int, 'quant=int8: number of calibration inputs'),
     'seed': Key(0, int, 'quant=int8: seed for picking the calibration patches'),
+    'max_scratch_mb': Key(1024, int, 'quant=dynamic|int8: largest im2col scratch buffer one convolution may '
+                                     'need; bigger ones are exported as row strips (same output); 0: never split'),
     'int8_float': Key('norm', str, 'quant=int8: what stays float32: norm (the statistics of instance norm: '
                                    'MEAN, SQUARED_DIFFERENCE, RSQRT) or none', choices=INT8_FLOAT),
 }
@@ -76,6 +78,20 @@ def default_output(config, label):
     if config['format'] == 'tflite':
         name += '.tflite'
     return os.path.join(config['models_dir'], 'export', name)
+
+
+def patch_limit(config):
+    """The im2col size above which the export splits a convolution into row strips, or None (no splitting).
+
+    LiteRT's int8 and hybrid (dynamic) convolutions allocate their im2col matrix whole, one byte per value:
+    30 GB for level 1's 9x9 blocks at 12 MP. Its float kernels switch to a method without one when it would
+    be large, so float exports stay one convolution op each."""
+    if config['max_scratch_mb'] < 0:
+        raise UserError('max_scratch_mb=%d: give a size in MB (e.g. 1024), or 0 to never split convolutions'
+                        % config['max_scratch_mb'])
+    if config['quant'] not in ('dynamic', 'int8') or config['max_scratch_mb'] == 0:
+        return None
+    return config['max_scratch_mb'] * 2 ** 20
 
 
 def calibration_files(dataset_dir):
@@ -117,14 +133,15 @@ def calibration_inputs(files, height, width, count, seed=0):
 # ----------------------------------------------------------------------------------------
 # graph -> SavedModel -> TFLite
 
-def write_saved_model(checkpoint, level, height, width, path, instance_norm_level_1=False):
+def write_saved_model(checkpoint, level, height, width, path, instance_norm_level_1=False, max_patch_values=None):
     """A SavedModel of PyNET's level-`level` output for a [1, height, width, 4] input, with one signature:
-    raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature."""
+    raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature.
+    max_patch_values: convolutions with a larger im2col matrix are built as row strips (model.conv2d_same)."""
     import tensorflow.compat.v1 as tf
     import model
     tf.get_logger().setLevel('ERROR')     # the v1 SavedModel builder announces its deprecation at length
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), model.row_strip_convolutions(max_patch_values):
         raw = tf.placeholder(tf.float32, [1, height, width, 4], name=INPUT_NAME)
         outputs = model.PyNET(raw, instance_norm_level_1=instance_norm_level_1)
         rgb = tf.identity(outputs[level], name=OUTPUT_NAME)
@@ -177,6 +194,7 @@ def replace_path(tmp, path):
 def export(config):
     """Runs one export as described by `config` (the KEYS values); returns the output path."""
     check_size(config['height'], config['width'])
+    max_patch = patch_limit(config)
     if config['format'] == 'saved_model' and config['quant'] != 'none':
         raise UserError('quant=%s needs format=tflite: a SavedModel is always exported in float32'
                         % config['quant'])
@@ -207,7 +225,7 @@ def export(config):
     try:
         saved = os.path.join(work, 'saved_model')
         write_saved_model(checkpoint, config['level'], config['height'], config['width'], saved,
-                          config['instance_norm_level_1'])
+                          config['instance_norm_level_1'], max_patch)
         if config['format'] == 'saved_model':
             replace_path(saved, output)
         else:
@@ -262,9 +280,9 @@ def check_allocated(interpreter, path):
             raise
         sizes = [int(np.prod(t['shape'])) * np.dtype(t['dtype']).itemsize for t in interpreter.get_tensor_details()]
         raise UserError('%s: LiteRT cannot allocate this model\'s tensors at input %s (its largest tensor, a '
-                        'kernel\'s scratch buffer, needs %.1f GB); export a smaller height/width, or the float32 '
-                        'or float16 model, which need less' % (path, 'x'.join(map(str, details['shape'][1:3])),
-                                                             max(sizes) / 1e9))
+                        'kernel\'s scratch buffer, needs %.1f GB); export it again with a smaller max_scratch_mb '
+                        '(dynamic, int8) or height/width, or export float32 or float16, which need less'
+                        % (path, 'x'.join(map(str, details['shape'][1:3])), max(sizes) / 1e9))
 
 
 def load_exported(path, num_threads=None, xnnpack=True):

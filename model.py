@@ -10,6 +10,8 @@ checkpoint restores with a plain `tf.compat.v1.train.Saver()`. They live in a
 weights drive several sub-graphs (tiled rendering, several replicas).
 """
 
+import contextlib
+
 import tensorflow.compat.v1 as tf
 
 SCOPE = 'generator'
@@ -17,6 +19,8 @@ NUM_LEVELS = 6          # outputs: level 0 (2x the packed input) .. level 5 (1/1
 SIZE_MULTIPLE = 16      # packed input height and width must be divisible by this
 INSTANCE_NORM_EPSILON = 1e-3
 LEAKY_RELU_SLOPE = 0.2
+# Set by row_strip_convolutions(): the largest im2col patch matrix one convolution op may need, or None.
+_max_patch_values = None
 
 
 class PyNETWeights:
@@ -63,13 +67,45 @@ def normalize(x, mean, variance, scale, shift):
     return (x - mean) / tf.sqrt(variance + INSTANCE_NORM_EPSILON) * scale + shift
 
 
+@contextlib.contextmanager
+def row_strip_convolutions(max_patch_values):
+    """Builds each convolution made inside this block whose im2col patch matrix (output pixels x kernel
+    area x input channels) exceeds max_patch_values as row strips, each under it: the same sums."""
+    global _max_patch_values
+    outer, _max_patch_values = _max_patch_values, max_patch_values
+    try:
+        yield
+    finally:
+        _max_patch_values = outer
+
+
+def conv2d_same(x, kernel):
+    """Stride-1 SAME convolution; in row strips (padded by hand, VALID) inside row_strip_convolutions()."""
+    size, channels = int(kernel.shape[0]), int(kernel.shape[2])
+    height, width = x.shape.as_list()[1:3]
+    limit = _max_patch_values
+    if limit is None or None in (height, width) or height * width * size * size * channels <= limit:
+        return tf.nn.conv2d(x, kernel, strides=[1, 1, 1, 1], padding='SAME')
+    # Why: LiteRT's int8 and hybrid kernels allocate this matrix whole (30 GB for level 1's 9x9 at 12 MP).
+    rows = max(1, limit // (width * size * size * channels))
+    halo = size // 2
+    strips = []
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first, last = max(0, top - halo), min(height, bottom + halo)
+        strip = tf.pad(x[:, first:last], [[0, 0], [halo - (top - first), halo - (last - bottom)],
+                                          [halo, halo], [0, 0]])
+        strips.append(tf.nn.conv2d(strip, kernel, strides=[1, 1, 1, 1], padding='VALID'))
+    return tf.concat(strips, axis=1)
+
+
 def conv(weights, key, x, filters, size, norm=False, activation=True):
     """size x size convolution with bias, stride 1, SAME; optional instance norm and leaky ReLU."""
     shape = [size, size, int(x.shape[-1]), filters]
     kernel = weights.get(key + '/kernel', shape,
                          lambda: tf.truncated_normal(shape, stddev=0.01, seed=1))
     bias = weights.get(key + '/bias', [filters], lambda: tf.constant(0.01, shape=[filters]))
-    y = tf.nn.conv2d(x, kernel, strides=[1, 1, 1, 1], padding='SAME') + bias
+    y = conv2d_same(x, kernel) + bias
     if norm:
         y = instance_norm(weights, key, y)
     return leaky_relu(y) if activation else y

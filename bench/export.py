@@ -434,8 +434,11 @@ converted model fails at its first invoke). Use float16 (or dynamic, int8 weight
 peak RSS grows by about 19 KB per packed input pixel (1.87 GiB at 224x224, 4.79 GiB at 448x448), with
 LiteRT's built-in kernels by about 3 KB (1.06 and 1.49 GiB; the graph: about 2.5 KB): about 57 GiB
 against 9 GiB at 1472x1984. So at 12 MP the LiteRT variants run on the built-in kernels
-(`export_model.load_exported(..., xnnpack=False)`), and those are slow: one run takes minutes, which is
-why not every variant was run at that size.
+(`export_model.load_exported(..., xnnpack=False)`), and those are slow: one run takes minutes. The built-in
+int8 and hybrid convolutions allocate their whole im2col matrix, 30.3 GB for level 1's 9x9 convolutions at
+1472x1984; the dynamic and int8 exports therefore build every convolution whose matrix would exceed
+`max_scratch_mb` (default 1024) as row strips (same sums, each strip's buffer under 1 GiB). Without the strips
+those two variants cannot be allocated at 12 MP on a 24 GiB machine; with them they run in the memory shown.
 '''
 
 

@@ -120,6 +120,33 @@ def test_int8_calibrates_on_raw_patches(setup):
     assert np.abs(got - setup['expected']).mean() < 0.1
 
 
+def largest_activation_bytes(interpreter):
+    """The largest [1, H, W, C] tensor: activations and kernels' scratch buffers (weights start with C_out)."""
+    return max(int(np.prod(t['shape'])) * np.dtype(t['dtype']).itemsize for t in interpreter.get_tensor_details()
+               if len(t['shape']) == 4 and t['shape'][0] == 1)
+
+
+def test_dynamic_export_splits_convolutions_to_bound_scratch(setup, saved_model):
+    # Level 1's 9x9 blocks need an im2col matrix of 32*32*81*128 bytes (10 MB) at this size; max_scratch_mb=1
+    # makes the export build them as row strips, and LiteRT's largest buffer then stays under 1 MB.
+    whole = str(setup['root'] / 'dynamic_whole.tflite')
+    with open(whole, 'wb') as f:
+        f.write(export_model.tflite_bytes(saved_model, 'dynamic'))
+    split = export_model.export(config(setup, quant='dynamic', max_scratch_mb=1,
+                                       output=str(setup['root'] / 'dynamic_split.tflite')))
+    run_whole = export_model.load_exported(whole, xnnpack=False)
+    run_split = export_model.load_exported(split, xnnpack=False)
+    assert largest_activation_bytes(run_whole.interpreter) > 2 ** 23
+    assert largest_activation_bytes(run_split.interpreter) <= 2 ** 20
+    convs = [len([op for op in run.interpreter._get_ops_details() if op['op_name'] == 'CONV_2D'])
+             for run in (run_whole, run_split)]
+    assert convs[1] > convs[0]
+    # Each strip quantises its own input range, so the two differ slightly; both stay near the graph.
+    got_whole, got_split = run_whole(setup['x']), run_split(setup['x'])
+    assert np.abs(got_split - got_whole).mean() < 0.01
+    assert np.abs(got_split - setup['expected']).mean() < 0.1
+
+
 def test_calibration_inputs_tile_patches(tmp_path):
     make_raw_patches(str(tmp_path / 'train' / 'huawei_raw'), 3, 8)
     files = export_model.calibration_files(str(tmp_path))
@@ -140,6 +167,7 @@ def test_calibration_inputs_tile_patches(tmp_path):
     (['restore_iter=99'], ['not found']),
     (['quant=int8', 'dataset_dir=nowhere/'], ['nowhere/', 'calibrat']),
     (['orig=true', 'level=2'], ['orig=true', 'level=0']),
+    (['quant=dynamic', 'max_scratch_mb=-1'], ['max_scratch_mb=-1', 'MB']),
 ])
 def test_bad_input_one_line_error_and_no_files(setup, tmp_path, args, fragments):
     output = tmp_path / 'out' / 'model.tflite'
@@ -174,5 +202,5 @@ class UnallocatedInterpreter:
 
 def test_unallocatable_tflite_model_is_a_one_line_error():
     with pytest.raises(utils.UserError, match=r'm\.tflite: LiteRT cannot allocate .* at input 1472x1984 '
-                                              r'.*needs 30\.0 GB.*smaller height/width'):
+                                              r'.*needs 30\.0 GB.*smaller max_scratch_mb'):
         export_model.check_allocated(UnallocatedInterpreter(), 'm.tflite')
