@@ -1,5 +1,5 @@
 """Benchmarks export_model.py's variants against the graph: file size, peak memory, CPU latency and
-parity (PSNR of each export's output against the graph's float32 output) at two packed sizes.
+parity (PSNR of each export's output against the graph's float32 output) at packed 224x224, 448x448, 12 MP.
 
     python bench/export.py stage=all            # weights, export, measure; results into BENCHMARKS.md
 
@@ -447,8 +447,7 @@ def write_benchmarks(cfg, results, sizes, variants):
     text = '\n'.join([
         '## Export',
         '',
-        'Made by `python bench/export.py stage=weights`, `python bench/export.py stage=export` (all sizes, int8 '
-        'separately: `variants=tflite_int8 sizes=224x224,448x448`), then %s, on %s. %s'
+        'Made by `python bench/export.py stage=weights` (the checkpoint), then %s, on %s. %s'
         % (commands, machine(), cfg['note']),
         '',
         weights_note(cfg, results),
