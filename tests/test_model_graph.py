@@ -61,10 +61,10 @@ def test_instance_norm_level_1_adds_its_variables():
 
 def test_row_strip_convolutions_equal_same_convolution():
     rng = np.random.default_rng(0)
-    # (kernel, height, width, channels, patch budget): uneven last strip; budget under one row (strips of 1
-    # row); budget above the whole matrix (one op, no strips).
-    cases = [(9, 37, 20, 5, 9 * 9 * 5 * 20 * 4), (3, 16, 16, 3, 1), (7, 8, 8, 4, 10 ** 9)]
-    for size, height, width, channels, budget in cases:
+    # (kernel, height, width, channels, patch budget, strips): 4 rows a strip, the last one shorter; a budget
+    # under one row (strips of 1 row); a budget above the whole matrix (one op, no strips).
+    cases = [(9, 37, 20, 5, 9 * 9 * 5 * 20 * 4, 10), (3, 16, 16, 3, 1, 16), (7, 8, 8, 4, 10 ** 9, 1)]
+    for size, height, width, channels, budget, expected_strips in cases:
         with tf.Graph().as_default():
             x = tf.constant(rng.standard_normal((2, height, width, channels)).astype(np.float32))
             kernel = tf.constant(rng.standard_normal((size, size, channels, 6)).astype(np.float32))
@@ -75,7 +75,6 @@ def test_row_strip_convolutions_equal_same_convolution():
             ops = [op.type for op in tf.get_default_graph().get_operations()].count('Conv2D')
             with tf.Session() as sess:
                 a, b = sess.run([whole, strips])
-        expected_strips = -(-height // max(1, min(height, budget // (width * size * size * channels))))
         assert ops == 2 + expected_strips and outside.shape == whole.shape
         assert b.shape == a.shape
         np.testing.assert_allclose(b, a, atol=1e-4)
