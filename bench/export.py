@@ -10,7 +10,6 @@ Stages (each can be run alone; later ones reuse what earlier ones left in work_d
 Every measurement runs in its own subprocess so that its peak RSS is its own.
 """
 import json
-import re
 import os
 import resource
 import subprocess
@@ -228,17 +227,7 @@ def run_worker(cfg, stage, variant, size, xnnpack=True):
     args += ['%s=%s' % (k, cfg[k]) for k in ('work_dir', 'calibration_size', 'calibration_size_large', 'runs',
                                             'runs_large', 'threads', 'seed')] + ['xnnpack=%s' % xnnpack]
     print('%s %s %s ...' % (stage.strip('_'), variant, size), file=sys.stderr, flush=True)
-    start = time.time()
-    try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'])
-    except subprocess.TimeoutExpired:
-        return {'error': 'stopped after %d s' % cfg['timeout']}
-    if result.returncode != 0:
-        tail = [l for l in result.stderr.strip().splitlines() if l.strip()][-1:] or ['exit %d' % result.returncode]
-        killed = result.returncode < 0 and -result.returncode == 9
-        message = re.sub(r'^error: \S+: ', '', tail[0])        # a UserError line, without its file name
-        return {'error': ('killed (out of memory?) after %.0f s' % (time.time() - start)) if killed else message[:400]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return report.run_worker(args, cfg['timeout'])
 
 
 # ----------------------------------------------------------------------------------------
@@ -455,6 +444,11 @@ def write_benchmarks(cfg, results, sizes, variants):
     report.write_section('Export', text)
 
 
+def smallest_first(sizes):
+    """'HxW' sizes sorted by pixel count."""
+    return sorted(sizes, key=lambda size: np.prod(report.parse_size(size)))
+
+
 def main(argv):
     cfg = utils.parse_args(argv, KEYS, USAGE)
     if cfg['stage'] == '_export_one':
@@ -470,23 +464,21 @@ def main(argv):
         results.setdefault('commands', []).append(' '.join(['python bench/export.py'] + argv))
         save_results(cfg, results)
     # Size by size, smallest first: memory predictions for the larger sizes use the smaller ones.
-    for size in sorted(sizes, key=lambda t: np.prod(report.parse_size(t))):
+    for size in smallest_first(sizes):
         if cfg['stage'] in ('export', 'all'):
             export_size(cfg, results, size, variants)
         if cfg['stage'] in ('measure', 'all'):
             measure_size(cfg, results, size, variants)
+    measured = smallest_first({k.split(' ')[1] for k in results['run']})    # so far in work_dir, any run
     if cfg['stage'] == 'report':
-        sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(report.parse_size(t)))
+        sizes = measured
         for size in sizes:
             parity(cfg, results, size, ('graph',) + VARIANTS)
     if cfg['stage'] in ('measure', 'all', 'report'):
         print('\n'.join(table(cfg, results, sizes, variants)))
         if cfg['write']:
-            # every size and variant measured so far in work_dir, not only this run's
-            sizes = sorted({k.split(' ')[1] for k in results['run']}, key=lambda t: np.prod(report.parse_size(t)))
             found = {k.split(' ')[0] for k in results['run']}
-            variants = [v for v in ('graph',) + VARIANTS if v in found]
-            write_benchmarks(cfg, results, sizes, variants)
+            write_benchmarks(cfg, results, measured, [v for v in ('graph',) + VARIANTS if v in found])
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ Each measurement runs in a fresh process, so its peak resident memory (ru_maxrss
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -121,10 +120,10 @@ def measure_published(config):
 
 def child(mode, config, **overrides):
     args = ['%s=%s' % (k, v) for k, v in dict(config, mode=mode, **overrides).items()]
-    result = subprocess.run([sys.executable, os.path.abspath(__file__)] + args, capture_output=True, text=True)
-    if result.returncode:
-        raise utils.UserError('%s measurement failed: %s' % (mode, (result.stderr.strip().splitlines() or ['?'])[-1]))
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    result = report.run_worker([sys.executable, os.path.abspath(__file__)] + args)
+    if 'error' in result:
+        raise utils.UserError('%s measurement failed: %s' % (mode, result['error']))
+    return result
 
 
 def measure_and_report(config):

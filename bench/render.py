@@ -108,15 +108,7 @@ def run_worker(cfg, config, size):
     # One-piece configurations run as the published graph would: TensorFlow's default (BFC) allocator;
     # the tiled ones with render.py's choice (system allocator, which returns freed tensors).
     env = dict(os.environ, TF_ONEDNN_USE_SYSTEM_ALLOCATOR='1' if config.startswith('tiled-') else '0')
-    start = time.time()
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=cfg['timeout'], env=env)
-    except subprocess.TimeoutExpired:
-        return {'error': 'stopped after %d s' % cfg['timeout']}
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ['exit status %d' % done.returncode])[-1]
-        return {'error': tail[:160], 'wall_seconds': time.time() - start}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return report.run_worker(args, cfg['timeout'], env)
 
 
 def psnr(a, b):

@@ -1,6 +1,9 @@
-"""What every benchmark shares: the machine/version line and writing its own section of BENCHMARKS.md."""
+"""What every benchmark shares: the machine/version line, running one measurement in its own process, and
+writing its own section of BENCHMARKS.md."""
+import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +38,24 @@ def parse_size(text):
     except ValueError:
         raise utils.UserError('sizes: %r is not HxW (e.g. 736x992)' % text)
     return height, width
+
+
+def run_worker(args, timeout=None, env=None):
+    """Runs one measurement process (its own peak RSS); the JSON object on its last stdout line, or
+    {'error': why, 'wall_seconds': ...} when it failed, was killed or ran out of time."""
+    start = time.time()
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {'error': 'stopped after %d s' % timeout, 'wall_seconds': time.time() - start}
+    if done.returncode != 0:
+        if done.returncode == -9:
+            why = 'killed (out of memory?) after %.0f s' % (time.time() - start)
+        else:
+            tail = [l for l in done.stderr.splitlines() if l.strip()][-1:] or ['exit status %d' % done.returncode]
+            why = re.sub(r'^error: \S+: ', '', tail[0])[:400]      # a UserError line, without its file name
+        return {'error': why, 'wall_seconds': time.time() - start}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def load_note():

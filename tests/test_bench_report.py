@@ -1,5 +1,6 @@
 """The benchmarks' shared report helpers: each rewrites only its own section of BENCHMARKS.md."""
 import os
+import re
 import sys
 
 import pytest
@@ -52,3 +53,33 @@ def test_input_pipeline_section_reports_the_target_from_the_measurements():
     assert '360-390 patches/s at level 0 (target: at least 150, met)' in text
     slow = input_pipeline.section(config, [(100, stream(120.0), published)], [], 'start', 'end')
     assert '(target: at least 150, NOT met)' in slow
+
+
+WORKER = '''import json, os, signal, sys, time
+case = sys.argv[1]
+if case == 'ok':
+    print('progress line')
+    print(json.dumps({'seconds': 1.5}))
+elif case == 'user_error':
+    sys.exit('error: worker.py: width=30: not a multiple of 16')
+elif case == 'killed':
+    os.kill(os.getpid(), signal.SIGKILL)
+else:
+    time.sleep(30)
+'''
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('ok', {'seconds': 1.5}),
+    ('user_error', 'width=30: not a multiple of 16'),
+    ('killed', r'killed \(out of memory\?\) after \d+ s'),
+    ('sleep', 'stopped after 1 s'),
+])
+def test_run_worker_returns_the_json_line_or_why_it_failed(tmp_path, case, expected):
+    script = tmp_path / 'worker.py'
+    script.write_text(WORKER)
+    result = report.run_worker([sys.executable, str(script), case], timeout=1 if case == 'sleep' else 60)
+    if isinstance(expected, dict):
+        assert result == expected
+    else:
+        assert re.fullmatch(expected, result['error']) and result['wall_seconds'] >= 0
