@@ -129,7 +129,11 @@ def child(mode, config, **overrides):
 def measure_and_report(config):
     sizes = [int(s) for s in config['train_sizes'].split(',') if s]
     level, batch = config['level'], config['batch_size']
-    n = len(os.listdir(os.path.join(config['data_dir'], 'train', 'huawei_raw')))
+    folder = os.path.join(config['data_dir'], 'train', 'huawei_raw')
+    if not os.path.isdir(folder):
+        raise utils.UserError('data_dir=%s has no train/huawei_raw/: make the data with python '
+                              'bench/make_bench_data.py unique=400 total=30000 (or pass data_dir=)' % config['data_dir'])
+    n = len(os.listdir(folder))
     if max(sizes) > n:
         raise utils.UserError('train_size %d > %d patches in %s: make more with bench/make_bench_data.py total=%d'
                               % (max(sizes), n, config['data_dir'], max(sizes)))

@@ -83,3 +83,10 @@ def test_run_worker_returns_the_json_line_or_why_it_failed(tmp_path, case, expec
         assert result == expected
     else:
         assert re.fullmatch(expected, result['error']) and result['wall_seconds'] >= 0
+
+
+def test_input_pipeline_without_its_data_is_a_one_line_error(tmp_path):
+    config = {name: key.default for name, key in input_pipeline.KEYS.items()}
+    config['data_dir'] = str(tmp_path / 'missing')
+    with pytest.raises(input_pipeline.utils.UserError, match=r'missing has no train/huawei_raw/: .*make_bench_data'):
+        input_pipeline.measure_and_report(config)
