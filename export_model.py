@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+import model
 import utils
 from utils import Key, UserError
 
@@ -27,8 +28,6 @@ INT8_FLOAT = ('norm', 'none')
 # debugger ranks them the worst-quantised layers of PyNET by far (error up to 15 quantisation steps where
 # the convolutions have 0.3), so quant=int8 keeps them in float32 (int8_float=norm).
 NORM_OPS = ('MEAN', 'SQUARED_DIFFERENCE', 'RSQRT')
-# model.SIZE_MULTIPLE, repeated so that argument errors answer before TensorFlow loads (a test checks both agree)
-SIZE_MULTIPLE = 16
 INPUT_NAME = 'raw'      # signature input key (and graph placeholder name)
 OUTPUT_NAME = 'rgb'     # signature output key
 SIGNATURE = 'serving_default'
@@ -63,10 +62,10 @@ USAGE = 'python export_model.py [level=0] [orig=true | restore_iter=N] [format=t
 def check_size(height, width):
     """Raises a UserError unless the packed size is positive and divisible by 16."""
     for name, value in (('height', height), ('width', width)):
-        if value <= 0 or value % SIZE_MULTIPLE:
+        if value <= 0 or value % model.SIZE_MULTIPLE:
             raise UserError('%s=%d: the packed input size must be a positive multiple of %d '
                             '(RAW size / 2; e.g. 224, or 1472x1984 for a 12 MP photo)'
-                            % (name, value, SIZE_MULTIPLE))
+                            % (name, value, model.SIZE_MULTIPLE))
 
 
 def default_output(config, label):
@@ -138,12 +137,12 @@ def write_saved_model(checkpoint, level, height, width, path, instance_norm_leve
     raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature.
     max_patch_values: convolutions with a larger im2col matrix are built as row strips (model.conv2d_same)."""
     import tensorflow.compat.v1 as tf
-    import model
     tf.get_logger().setLevel('ERROR')     # the v1 SavedModel builder announces its deprecation at length
     graph = tf.Graph()
-    with graph.as_default(), model.row_strip_convolutions(max_patch_values):
+    with graph.as_default():
         raw = tf.placeholder(tf.float32, [1, height, width, 4], name=INPUT_NAME)
-        outputs = model.PyNET(raw, instance_norm_level_1=instance_norm_level_1)
+        weights = model.PyNETWeights(max_patch_values=max_patch_values)
+        outputs = model.PyNET(raw, instance_norm_level_1=instance_norm_level_1, weights=weights)
         rgb = tf.identity(outputs[level], name=OUTPUT_NAME)
         with tf.Session(config=utils.session_config(use_gpu=False)) as sess:
             utils.restore_variables(sess, model.generator_variables(), checkpoint)

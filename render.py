@@ -3,30 +3,40 @@
     with Renderer('models/original/pynet_level_0.ckpt', level=0) as renderer:
         rgb = renderer.render(packed)      # float32 [h, w, 4] -> float32 [2h, 2w, 3], not clipped
 
-Any size: the packed image is padded at the bottom and right to a multiple of 16 by
-reflection and the output cropped back.
+Any size: the packed image is padded at the bottom and right to a multiple of 16 by reflection
+and the output cropped back.
 
-Exact tiles (`tile=N`): PyNET's levels 2-5 use instance normalisation, whose statistics
-span the whole image, while levels 1 and 0 (with the published instance_norm_level_1=False)
-are purely local. So the image is rendered in three stages:
-  1. pooled e1 (S/2, 32 channels), computed in strips (e1 is two 3x3 convolutions: local);
-  2. levels 2-5 on the whole image at S/2 and below, keeping only h, the last level-2
-     feature map (S/2, 64 channels), and the low-resolution outputs;
-  3. levels 1 and 0 tile by tile: each tile recomputes e1 from the packed RAW and the two
-     level-2 upsamplings from h, with a halo of HALO packed pixels on every side that
-     touches another tile; only the tile's core is kept.
-The halo covers the whole receptive field of stage 3, so tiles give the one-piece result
-(up to float rounding), seams included. Nothing at full resolution is kept except the
-input and the output, which bounds memory.
+One piece (tile=0, or an image of at most tile x tile packed pixels): the published graph,
+model.PyNET, on the whole image.
+
+Streamed (larger images): PyNET evaluated in bands of rows holding about tile x tile packed
+pixels each, from the same description of the network, model.LAYOUT, with every convolution
+computed once and memory bounded by the band, not the image:
+  - Instance norm needs the mean and variance of a convolution's output over the whole image
+    before anything can use it. So each instance-normalised block at S/2 (e2 and level 2) takes
+    three passes over the image (_block_passes): its first convolutions, stored with their
+    statistics; its second convolutions, stored in place with theirs; then its output (both
+    norms, leaky ReLU, plus its input if residual), stored in place.
+  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece on the stored
+    e2 (_low_pass).
+  - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
+    instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
+    that reads it, band after band, never stored.
+A pass is a _Stream: a graph that takes the next band of rows of its stored inputs and, for every
+feature map, carries over from the previous band the rows its consumers still need (a
+convolution's halo, or the delay that lines up the inputs of a concatenation). Each feature map
+lags behind the band by the rows its convolutions look ahead, and rows outside the image are
+zeroed, which is what SAME padding does; so every band equals the same rows of the one-piece
+graph, up to float rounding.
 """
 
 import ctypes
-import math
 import os
 import sys
 
 import numpy as np
 
+import model
 import utils
 from utils import UserError
 
@@ -42,32 +52,15 @@ if os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'] == '1':
     except (OSError, AttributeError):
         pass
 
-DEFAULT_TILE = 768          # packed-pixel tile size (core, without halo); 0 renders in one piece
+import tensorflow.compat.v1 as tf  # noqa: E402  (after the allocator settings above)
+
+DEFAULT_TILE = 512          # a band holds about tile x tile packed pixels; 0 renders in one piece
 PRECISIONS = ('float32', 'bfloat16')
-SIZE_MULTIPLE = 16          # the network pools four times
-# Receptive-field radius of levels 1 and 0, in packed pixels, from the packed RAW (through e1)
-# and from h: the level-1 chain of convolutions (5x5 block 4, 7x7 6, four 9x9 blocks 32, 7x7 6,
-# 5x5 4, 3x3 2, output or level-0 upsampling 1) is 55, e1's two 3x3 convolutions add 2. Rounded
-# up to an even number so tiles stay aligned with h (S/2); measured by gradients: 57.
-HALO = 58
-E1_HALO = 2                 # e1 = two 3x3 convolutions
-LOW_TILE = 192              # largest tile (at S/2) of the streamed instance-normalised blocks
-# The instance-normalised blocks at S/2 evaluated in tiles, in order (see Renderer._render_tiled):
-# model.py key, largest kernel, channels of the stored arrays whose concatenation is the block's
-# input, and whether the block adds its input (residual).
-STREAMED_BLOCKS = (
-    ('encoder/e2', 3, (32,), False),        # pooled e1
-    ('level2/a', 5, (64, 64), False),       # cat(e2, u2a)
-    ('level2/b', 7, (192,), True),
-    ('level2/c', 7, (192,), True),
-    ('level2/d', 7, (192,), True),
-    ('level2/f', 7, (192,), False),
-    ('level2/g', 5, (192, 64), False),      # cat(block f, e2)
-    ('level2/h', 3, (128, 64), False),      # cat(block g, u2b)
-)
+LOW_SCALE = 2               # feature maps at S/4 and below are computed in one piece
+BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
 
 
-def pad_to_multiple(packed, multiple=SIZE_MULTIPLE):
+def pad_to_multiple(packed, multiple=model.SIZE_MULTIPLE):
     """Pads [h, w, c] at the bottom and right by reflection up to a multiple of `multiple`."""
     h, w = packed.shape[:2]
     pad_h, pad_w = -h % multiple, -w % multiple
@@ -84,28 +77,14 @@ def output_size(h, w, level):
     return -(-h * 2 // 2 ** level), -(-w * 2 // 2 ** level)
 
 
-def split_axis(length, tile, align=2):
-    """Boundaries [0, ..., length] cutting `length` into near-equal parts of at most ~`tile`, on multiples of `align`."""
-    parts = max(1, math.ceil(length / tile))
-    cuts = [int(round(length * i / parts / align)) * align for i in range(parts + 1)]
-    cuts[-1] = length
-    return sorted(set(cuts))
-
-
-def tile_boxes(height, width, tile, align=2):
-    """Core boxes (y0, y1, x0, x1) of the tiles covering a height x width image."""
-    ys, xs = split_axis(height, tile, align), split_axis(width, tile, align)
-    return [(y0, y1, x0, x1) for y0, y1 in zip(ys, ys[1:]) for x0, x1 in zip(xs, xs[1:])]
-
-
-def with_halo(box, halo, height, width):
-    """The box grown by `halo` on every side, clipped to the image (the image border needs no halo)."""
-    y0, y1, x0, x1 = box
-    return max(0, y0 - halo), min(height, y1 + halo), max(0, x0 - halo), min(width, x1 + halo)
+def band_height(tile, width):
+    """Packed rows per band: about tile x tile packed pixels over the image's width."""
+    return max(BAND_ALIGN, tile * tile // width // BAND_ALIGN * BAND_ALIGN)
 
 
 def combine_moments(parts):
     """Mean and variance of a whole image from (pixel count, mean, variance) of its disjoint parts."""
+    parts = [p for p in parts if p[0] > 0]
     counts = np.array([n for n, _, _ in parts], np.float64)[:, None]
     means = np.array([m for _, m, _ in parts], np.float64)
     variances = np.array([v for _, _, v in parts], np.float64)
@@ -114,13 +93,347 @@ def combine_moments(parts):
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
-def _conv_using(ops, variable):
-    """The one convolution among `ops` whose kernel is `variable`."""
-    found = [op for op in ops if op.type in ('Conv2D', 'Conv2DBackpropInput')
-             and op.inputs[1].op.inputs[0].op is variable.op]
-    assert len(found) == 1, 'model.py changed: render.py cannot find the convolution of %s' % variable.op.name
-    return found[0]
+def unit(scale):
+    """Rows of the finest map (2S, level 0) per row of a map at `scale` (0 = S, 1 = S/2, -1 = 2S)."""
+    return 2 ** (scale + 1)
 
+
+# ----------------------------------------------------------------------------------------
+# Streams: feature maps evaluated band by band
+
+class _Feature:
+    """One feature map inside a _Stream: how each band's new rows are made, and how far they lag.
+
+    Positions are counted in rows of the finest map (2S). A feature's band holds its rows from
+    (position - lag) / unit(scale) on; `lookback`/`lookahead` are the rows of its inputs it reads
+    before and after its own (a convolution's radius; one row before for the transposed convolution).
+    """
+
+    def __init__(self, inputs, scale, channels, make=None, lookback=0, lookahead=0):
+        self.inputs, self.scale, self.channels = inputs, scale, channels
+        self.make = make            # function(input windows) -> this band's rows; None: rows of a stored array
+        self.lookback, self.lookahead = lookback, lookahead
+        self.consumers = []
+        lag = max([i.lag + lookahead * unit(i.scale) for i in inputs], default=0)
+        self.lag = -(-lag // unit(scale)) * unit(scale)       # whole rows of its own
+        for i in inputs:
+            i.consumers.append(self)
+
+    def carried(self):
+        """Rows of this map that its consumers still need from earlier bands."""
+        return max([(c.lag - self.lag) // unit(self.scale) + c.lookback for c in self.consumers], default=0)
+
+    def padded(self):
+        """Whether a consumer reads past the rows it makes, so that rows outside the image must be zeros."""
+        return self.make is not None and any(c.lookback or c.lookahead for c in self.consumers)
+
+
+class _Stream:
+    """One pass over the image in bands of rows, from stored arrays into stored arrays.
+
+    Its feature maps are declared first (source, op, cat, sum, sink), then graph() adds the graph
+    of one band, which run() feeds band after band.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.features = []          # in the order declared: inputs before their consumers
+        self.sources = {}           # stored array read -> _Feature
+        self.sinks = []             # (_Feature, stored array written, statistics key or None)
+        self.norms = []             # (mean placeholder, variance placeholder, statistics key)
+        self.memo = {}              # LAYOUT name -> _Feature (for _Plan.feature)
+        self.rename = None          # (array, new name) once the pass is done
+
+    def reads(self):
+        return list(self.sources)
+
+    # -- declaring feature maps
+
+    def _add(self, feature):
+        self.features.append(feature)
+        return feature
+
+    def source(self, array, scale, channels):
+        """The rows of a stored [H, W, C] array."""
+        if array not in self.sources:
+            self.sources[array] = self._add(_Feature([], scale, channels))
+        return self.sources[array]
+
+    def op(self, x, make, channels=None, lookback=0, lookahead=0, scale=None):
+        """make(window of x) -> this band's rows, reading `lookback`/`lookahead` rows of x beyond them."""
+        return self._add(_Feature([x], x.scale if scale is None else scale, channels or x.channels,
+                                  lambda windows: make(windows[0]), lookback, lookahead))
+
+    def cat(self, maps):
+        """Concatenation on channels, the inputs lined up with the latest of them."""
+        if len(maps) == 1:
+            return maps[0]
+        return self._add(_Feature(list(maps), maps[0].scale, sum(m.channels for m in maps), model.concat))
+
+    def sum(self, a, b):
+        return self._add(_Feature([a, b], a.scale, a.channels, lambda windows: windows[0] + windows[1]))
+
+    def sink(self, feature, array, statistics=None):
+        """Stores the feature's rows into `array`; with a key, its per-channel whole-image moments too."""
+        self.sinks.append((feature, array, statistics))
+
+    def statistics(self, key, channels):
+        """Placeholders of whole-image (mean, variance) that an earlier pass computed under `key`."""
+        mean, variance = tf.placeholder(tf.float32, [channels]), tf.placeholder(tf.float32, [channels])
+        self.norms.append((mean, variance, key))
+        return mean, variance
+
+    # -- the graph of one band
+
+    def graph(self):
+        """Adds the graph of one band to the default graph."""
+        self.position = tf.placeholder(tf.int32, [])        # the band's first row, in 2S rows
+        self.height = tf.placeholder(tf.int32, [])          # the image's height, in 2S rows
+        self.carries = []                                   # (_Feature, rows, placeholder, next value)
+        windows = {}
+        for f in self.features:
+            if f.make is None:
+                f.rows = tf.placeholder(tf.float32, [1, None, None, f.channels])
+            else:
+                f.rows = f.make([self._read(f, i, windows[i]) for i in f.inputs])
+            if f.padded():
+                f.rows = self._zero_outside(f)
+            windows[f] = self._window(f)
+        self.valid = [(tf.placeholder(tf.int32, []), tf.placeholder(tf.int32, [])) for _ in self.sinks]
+        self.moments = [tf.nn.moments(f.rows[:, first:first + count], [0, 1, 2]) if key else None
+                        for (f, _, key), (first, count) in zip(self.sinks, self.valid)]
+
+    def _zero_outside(self, f):
+        """f's rows with those outside the image set to zero (a multiply only in bands that cross an edge)."""
+        first = (self.position - f.lag) // unit(f.scale)
+        rows = first + tf.range(tf.shape(f.rows)[1])
+        inside = (rows >= 0) & (rows < self.height // unit(f.scale))
+        return tf.cond(tf.reduce_all(inside), lambda: f.rows,
+                       lambda: f.rows * tf.cast(inside, tf.float32)[None, :, None, None])
+
+    def _window(self, f):
+        """The rows of f that its consumers read: those carried over from earlier bands, then this band's."""
+        rows = f.carried()
+        if not rows:
+            return f.rows
+        carry = tf.placeholder(tf.float32, [1, None, None, f.channels])
+        window = tf.concat([carry, f.rows], axis=1)
+        # A copy (a slice along rows, not the aliasing _row_slice): the window itself can then be freed.
+        self.carries.append((f, rows, carry, window[:, -rows:]))
+        return window
+
+    def _read(self, consumer, f, window):
+        """The part of f's window that `consumer` reads for its band."""
+        start = f.carried() - (consumer.lag - f.lag) // unit(f.scale) - consumer.lookback
+        if start == 0 and consumer.lookback + consumer.lookahead == f.carried():
+            return window       # all of it (no copy)
+        return _row_slice(window, start, start + tf.shape(f.rows)[1] + consumer.lookback + consumer.lookahead)
+
+    # -- running
+
+    def steps(self, height, band):
+        """(position, rows) of the bands, in 2S rows, that bring every sink past the end of the image."""
+        total = 2 * height + max(f.lag for f, _, _ in self.sinks)
+        band, align = 2 * band, 2 * BAND_ALIGN
+        return [(p, min(band, -(-(total - p) // align) * align)) for p in range(0, total, band)]
+
+    def run(self, sess, store, statistics, height, width, band, bar):
+        """The pass over a padded image of height x width packed pixels, `band` packed rows at a time:
+        reads and writes the arrays of `store`, adds the sinks' moments to `statistics`."""
+        for f, array, _ in self.sinks:
+            if array not in store:
+                store[array] = np.empty((2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels),
+                                        np.float32)
+        carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
+                   for f, rows, _, _ in self.carries]
+        parts = [[] for _ in self.sinks]
+        feed = {self.height: 2 * height}
+        for mean, variance, key in self.norms:
+            feed[mean], feed[variance] = statistics[key]
+        for position, rows in self.steps(height, band):
+            feed[self.position] = position
+            for array, f in self.sources.items():
+                feed[f.rows] = _rows(store[array], position // unit(f.scale), (position + rows) // unit(f.scale))
+            feed.update((placeholder, value) for (_, _, placeholder, _), value in zip(self.carries, carried))
+            spans, moments = [], {}
+            for i, ((f, array, key), (first, count)) in enumerate(zip(self.sinks, self.valid)):
+                top = (position - f.lag) // unit(f.scale)
+                lo = max(top, 0)
+                hi = max(lo, min(top + rows // unit(f.scale), len(store[array])))
+                spans.append((top, lo, hi))
+                feed[first], feed[count] = lo - top, hi - lo
+                if key and hi > lo:
+                    moments[i] = self.moments[i]
+            out = sess.run({'rows': [f.rows for f, _, _ in self.sinks], 'moments': moments,
+                            'carried': [value for _, _, _, value in self.carries]}, feed)
+            carried = out['carried']
+            for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
+                store[array][lo:hi] = value[0, lo - top:hi - top]
+            for i, (mean, variance) in out['moments'].items():
+                top, lo, hi = spans[i]
+                parts[i].append(((hi - lo) * store[self.sinks[i][1]].shape[1], mean, variance))
+            bar.step()
+        for (_, _, key), p in zip(self.sinks, parts):
+            if key:
+                statistics[key] = combine_moments(p)
+
+
+def _row_slice(x, start, stop):
+    """x[:, start:stop] of a batch of one, sliced as x[0][start:stop], which TensorFlow does without a copy."""
+    return tf.expand_dims(tf.squeeze(x, 0)[start:stop], 0)
+
+
+def _rows(array, start, stop):
+    """array[start:stop] as a batch of one, with zero rows past its end."""
+    data = array[start:stop]
+    if len(data) < stop - start:
+        data = np.concatenate([data, np.zeros((stop - start - len(data),) + array.shape[1:], array.dtype)])
+    return data[None]
+
+
+class _LowPass:
+    """The layers at S/4 and below in one piece (model.build), from the stored maps they read."""
+
+    def __init__(self, weights, layers, needed, target, norms):
+        names = {l.name for l in layers}
+        channels = model.channels()
+        self.inputs = sorted({i for l in layers for i in model.layer_inputs(l) if i not in names})
+        read_above = {i for l in needed if l.name not in names for i in model.layer_inputs(l)}
+        self.targets = sorted(names & (read_above | {target}))
+        self.placeholders = {n: tf.placeholder(tf.float32, [1, None, None, channels[n]]) for n in self.inputs}
+        maps = model.build(weights, self.placeholders, self.targets, norms)
+        self.outputs = [maps[n] for n in self.targets]
+
+    def reads(self):
+        return self.inputs
+
+    def run(self, sess, store, bar):
+        values = sess.run(self.outputs, {self.placeholders[n]: store[n][None] for n in self.inputs})
+        for name, value in zip(self.targets, values):
+            store[name] = value[0]
+        bar.step()
+
+
+# ----------------------------------------------------------------------------------------
+# The plan of a level: which passes, reading which layers of model.LAYOUT
+
+class _Plan:
+    """The passes that render one level, in order, with the arrays they keep."""
+
+    def __init__(self, weights, level, norms):
+        self.weights, self.norms = weights, norms
+        self.scales, self.channels = model.scales(), model.channels()
+        self.target = model.OUTPUTS[level]
+        needed = model.needed_layers([self.target])
+        low = [l for l in needed if self.scales[l.name] >= LOW_SCALE]
+        self.low = _LowPass(weights, low, needed, self.target, norms) if low else None
+        self.stored = set()         # maps kept whole: normalised blocks' outputs (before `append`), low maps
+        self.passes = []
+        for layer in needed:
+            if self.scales[layer.name] < LOW_SCALE and model.normalised(layer, norms):
+                self.passes += self._block_passes(layer)
+        if self.scales[self.target] >= LOW_SCALE:
+            self._need_low()
+        else:
+            output = _Stream('output')
+            output.sink(self.feature(output, self.target), self.target)
+            self.passes.append(output)
+        for p in self.passes:
+            if isinstance(p, _Stream):
+                p.graph()
+        self.last_reader = {array: i for i, p in enumerate(self.passes) for array in p.reads()}
+
+    def _need_low(self):
+        """Schedules the low pass now, if it has not run yet."""
+        if self.low is not None and self.low not in self.passes:
+            self.passes.append(self.low)
+            self.stored.update(self.low.targets)
+
+    def _block_passes(self, layer):
+        """Three streams for an instance-normalised block: its first convolutions, its second ones, its output."""
+        sizes, y = model.branch_sizes(layer), 'conv:' + layer.name
+        scale, width = self.scales[layer.name], layer.filters * len(sizes)
+
+        first = _Stream(layer.name + ' conv1')
+        x = first.cat([self.feature(first, name) for name in layer.inputs])
+        first.sink(first.cat([self.conv(first, x, model.conv_key(layer, k, 1), layer.filters, k, act=False)
+                              for k in sizes]), y, (y, 1))
+
+        second = _Stream(layer.name + ' conv2')
+        z = self.norm(second, second.source(y, scale, width), layer, 1, (y, 1))
+        convs = []
+        for i, k in enumerate(sizes):
+            branch = second.op(z, lambda w, i=i: w[..., i * layer.filters:(i + 1) * layer.filters], layer.filters)
+            convs.append(self.conv(second, branch, model.conv_key(layer, k, 2), layer.filters, k, act=False))
+        second.sink(second.cat(convs), y, (y, 2))         # in place: rows are written after they are read
+
+        third = _Stream(layer.name + ' output')
+        out = self.norm(third, third.source(y, scale, width), layer, 2, (y, 2))
+        if layer.residual:
+            out = third.sum(out, third.cat([self.feature(third, name) for name in layer.inputs]))
+        third.sink(out, y)
+        third.rename = (y, layer.name)
+        self.stored.add(layer.name)
+        return [first, second, third]
+
+    def norm(self, stream, y, layer, which, key):
+        """Leaky ReLU of the instance norm of a block's stored convolutions (which: 1 or 2), with the
+        whole-image statistics `key`."""
+        mean, variance = stream.statistics(key, y.channels)
+        params = [model.norm_params(self.weights, model.conv_key(layer, k, which), layer.filters)
+                  for k in model.branch_sizes(layer)]
+        scale, shift = (tf.concat(p, 0) for p in zip(*params))
+        return stream.op(y, lambda w: model.leaky_relu(model.normalize(w, mean, variance, scale, shift)))
+
+    def conv(self, stream, x, key, filters, size, act=True):
+        """A convolution with bias (and leaky ReLU) of x, reading its radius in rows beyond the band."""
+        def make(window):
+            y = model.conv_bias(self.weights, key, window, filters, size, pad_rows=False)
+            return model.leaky_relu(y) if act else y
+        return stream.op(x, make, filters, size // 2, size // 2)
+
+    def feature(self, stream, name):
+        """A LAYOUT feature map inside `stream`: read if stored, else computed there from its inputs."""
+        if name not in stream.memo:
+            stream.memo[name] = self._feature(stream, name)
+        return stream.memo[name]
+
+    def _feature(self, stream, name):
+        scale = self.scales[name]
+        if name == model.INPUT:
+            return stream.source(name, scale, model.INPUT_CHANNELS)
+        layer = model.LAYERS[name]
+        append = layer.append if isinstance(layer, model.Block) else ()
+        if scale >= LOW_SCALE:
+            self._need_low()
+        if name in self.stored:
+            core = stream.source(name, scale, self.channels[name] - sum(self.channels[a] for a in append))
+            return stream.cat([core] + [self.feature(stream, a) for a in append])
+        if not isinstance(layer, model.Block):
+            x = self.feature(stream, layer.input)
+        if isinstance(layer, model.Pool):
+            return stream.op(x, model.max_pool, scale=scale)
+        if isinstance(layer, model.Upsample):
+            # Output rows 2m and 2m+1 read input rows m-1 and m: one row before the band, whose own two
+            # output rows are dropped.
+            return stream.op(x, lambda w: model.upsample(self.weights, name, w, layer.filters)[:, 2:],
+                             layer.filters, lookback=1, scale=scale)
+        if isinstance(layer, model.Output):
+            return stream.op(x, lambda w: model.output_image(self.weights, name, w, pad_rows=False), 3, 1, 1)
+        assert not model.normalised(layer, self.norms), 'render.py: %s should have been stored' % name
+        x = stream.cat([self.feature(stream, i) for i in layer.inputs])
+        branches = []
+        for k in model.branch_sizes(layer):
+            y = self.conv(stream, x, model.conv_key(layer, k, 1), layer.filters, k)
+            branches.append(self.conv(stream, y, model.conv_key(layer, k, 2), layer.filters, k))
+        y = stream.cat(branches)
+        if layer.residual:
+            y = stream.sum(y, x)
+        return stream.cat([y] + [self.feature(stream, a) for a in append])
+
+
+# ----------------------------------------------------------------------------------------
+# The renderer
 
 class _Progress:
     """Steps of one render: a tqdm bar (progress=None, several steps), nothing (False) or a callback."""
@@ -130,7 +443,7 @@ class _Progress:
         self.total, self.done = total, 0
         self.bar = None
         if progress is None and total > 1:
-            self.bar = utils.progress(total=total, desc='render', unit='step', leave=False)
+            self.bar = utils.progress(total=total, desc='render', unit='band', leave=False)
 
     def step(self):
         self.done += 1
@@ -144,75 +457,22 @@ class _Progress:
             self.bar.close()
 
 
-class _StreamedBlock:
-    """Tile graphs evaluating one instance-normalised model.multi_conv_block in three passes over the image.
-
-    pass1: first convolutions of every branch (pre-norm), kept, and their moments on the tile core;
-    pass2: norm + leaky ReLU with the whole-image statistics, second convolutions, their moments;
-    pass3: both norms applied, branches concatenated (+ residual): the block output on the core.
-    """
-
-    def __init__(self, tf, model, weights, key, kmax, in_channels, residual):
-        sizes = list(range(3, kmax + 1, 2))
-        filters = weights.variables['%s/3x3/conv1/bias' % key].shape.as_list()[0]
-        self.channels = filters * len(sizes)
-        self.halo = kmax // 2       # one convolution's radius: pass1 and pass2/3 each convolve once
-        self.core = tf.placeholder(tf.int32, [4])              # top, left, height, width in the tile
-        top, left, height, width = tf.unstack(self.core)
-
-        def crop(x):
-            return tf.slice(x, tf.stack([0, top, left, 0]), tf.stack([1, height, width, -1]))
-
-        def moments(x):
-            return tf.nn.moments(crop(x), [0, 1, 2])
-
-        # The block input may be a concatenation of stored arrays: one placeholder each.
-        self.sources = [tf.placeholder(tf.float32, [1, None, None, c]) for c in in_channels]
-        x = self.sources[0] if len(self.sources) == 1 else tf.concat(self.sources, 3)
-        y = tf.concat([model.conv(weights, '%s/%dx%d/conv1' % (key, k, k), x, filters, k, activation=False)
-                       for k in sizes], 3)
-        self.pass1 = [crop(y)] + list(moments(y))
-        self.y1 = tf.placeholder(tf.float32, [1, None, None, self.channels])
-        self.stats = [tf.placeholder(tf.float32, [self.channels]) for _ in range(4)]
-        y2, z2 = [], []
-        for i, k in enumerate(sizes):
-            part = slice(i * filters, (i + 1) * filters)
-            z1 = self._norm(model, weights, '%s/%dx%d/conv1' % (key, k, k), self.y1[..., part],
-                            self.stats[0][part], self.stats[1][part])
-            conv2 = '%s/%dx%d/conv2' % (key, k, k)
-            y2.append(model.conv(weights, conv2, z1, filters, k, activation=False))
-            z2.append(self._norm(model, weights, conv2, y2[-1], self.stats[2][part], self.stats[3][part]))
-        self.pass2 = list(moments(tf.concat(y2, 3)))
-        out = crop(tf.concat(z2, 3))
-        if residual:
-            self.residual = tf.placeholder(tf.float32, [1, None, None, self.channels])
-            out = out + self.residual
-        self.pass3 = out
-
-    @staticmethod
-    def _norm(model, weights, key, y, mean, variance):
-        """model.instance_norm with given statistics, then leaky ReLU."""
-        scale, shift = weights.variables[key + '/scale'], weights.variables[key + '/shift']
-        return model.leaky_relu(model.normalize(y, mean, variance, scale, shift))
-
-
 class Renderer:
     """A session holding PyNET restored from a checkpoint, rendering packed RAW images of any size.
 
-    `level` may be changed between render() calls: every level's graph is there.
+    `level` may be changed between render() calls.
     """
 
     def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=DEFAULT_TILE,
                  instance_norm_level_1=False):
-        import tensorflow.compat.v1 as tf
-        import model
         if level not in utils.LEVELS:
             raise UserError('level=%s: must be one of %s' % (level, ', '.join(map(str, utils.LEVELS))))
         if precision not in PRECISIONS:
             raise UserError('precision=%s: must be float32 or bfloat16' % precision)
         tile = int(tile or 0)
-        if tile < 0 or 0 < tile < SIZE_MULTIPLE:
-            raise UserError('tile=%d: must be 0 (one piece) or at least %d packed pixels' % (tile, SIZE_MULTIPLE))
+        if tile < 0 or 0 < tile < model.SIZE_MULTIPLE:
+            raise UserError('tile=%d: must be 0 (one piece) or at least %d packed pixels'
+                            % (tile, model.SIZE_MULTIPLE))
         if precision == 'bfloat16' and not utils.cpu_supports_bfloat16():
             print('note: this CPU has no native bfloat16 (AVX512-BF16 or AMX); rendering in float32',
                   file=sys.stderr)
@@ -225,65 +485,22 @@ class Renderer:
         if use_gpu and not utils.gpu_available():
             use_gpu = False     # run on the CPU, as TensorFlow would do anyway
         self.level, self.precision, self.tile = level, precision, tile
-        # Tiles of the instance-normalised S/2 blocks: the same area as a full-resolution tile, but
-        # at most LOW_TILE (their halo is only 2-3 pixels, and smaller tiles keep temporaries small).
-        self.low_tile = max(8, min(LOW_TILE, tile // 2) // 2 * 2)
-        self.instance_norm_level_1 = instance_norm_level_1
-
+        self.norms = {'instance_norm': True, 'instance_norm_level_1': instance_norm_level_1}
+        self.plans = {}             # level -> _Plan, built when first needed
+        self.outputs = None         # the one-piece graph, built when first needed
         self.graph = tf.Graph()
         with self.graph.as_default():
-            weights = model.PyNETWeights(trainable=False)
-            packed = tf.placeholder(tf.float32, [1, None, None, 4], name='packed_raw')
-            if not tile:
-                # The published graph, in one piece.
-                self.input = packed
-                self.outputs = model.PyNET(packed, instance_norm_level_1=instance_norm_level_1, weights=weights)
-            else:
-                self._build_tiled(tf, model, weights, packed)
-            variables = weights.in_creation_order()
+            self.weights = model.create_weights(trainable=False, instance_norm_level_1=instance_norm_level_1)
+            self.input = tf.placeholder(tf.float32, [1, None, None, model.INPUT_CHANNELS], name='packed_raw')
         self.sess = tf.Session(graph=self.graph, config=utils.session_config(use_gpu, precision))
-        utils.restore_variables(self.sess, variables, checkpoint_path)
-
-    def _build_tiled(self, tf, model, weights, packed):
-        """The stage graphs, sharing one set of weights (see the module docstring)."""
-        # Stage 1: pooled e1 of a strip of the packed RAW.
-        self.strip_input = packed
-        self.pooled_e1 = model.max_pool(model.encoder_level_1(weights, packed))
-        # Stage 3 uses the published lower_levels graph, fed with e2 and fetching level 3's last
-        # feature map (what the two level-2 upsamplings read) and the low-resolution outputs.
-        first = len(self.graph.get_operations())
-        _, _, low = model.lower_levels(weights, tf.placeholder(tf.float32, [1, None, None, 32]))
-        lower_ops = self.graph.get_operations()[first:]
-        e3_conv = _conv_using(lower_ops, weights.variables['encoder/e3/3x3/conv1/kernel'])
-        assert e3_conv.inputs[0].op.type == 'MaxPool', 'model.lower_levels changed: update render.py'
-        self.e2 = e3_conv.inputs[0].op.inputs[0]
-        self.level3 = _conv_using(lower_ops, weights.variables['level3/up_a/kernel']).inputs[2]
-        self.low_outputs = low                  # out2 .. out5
-        # Stage 4: the level-2 upsamplings and level 2's output, whole-image (cheap, local).
-        self.level3_input = tf.placeholder(tf.float32, [1, None, None, 128], name='level3_e')
-        self.u2 = [model.upsample(weights, 'level3/up_%s' % ab, self.level3_input, 64) for ab in 'ab']
-        self.h_input = tf.placeholder(tf.float32, [1, None, None, 64], name='h')
-        self.out2 = model.output_image(weights, 'level2/out', self.h_input)
-        # Stages 2 and 5: e2 and level 2, block by block in tiles (_StreamedBlock).
-        self.blocks = {key: _StreamedBlock(tf, model, weights, key, kmax, channels, residual)
-                       for key, kmax, channels, residual in STREAMED_BLOCKS}
-        # Stage 6: levels 1 and 0 of one tile, from the packed RAW tile and h of the same area.
-        self.tile_input = tf.placeholder(tf.float32, [1, None, None, 4], name='packed_tile')
-        self.tile_h = tf.placeholder(tf.float32, [1, None, None, 64], name='h_tile')
-        tile_e1 = model.encoder_level_1(weights, self.tile_input)
-        tile_u1a = model.upsample(weights, 'level2/up_a', self.tile_h, 32)
-        tile_u1b = model.upsample(weights, 'level2/up_b', self.tile_h, 32)
-        self.tile_outputs = model.upper_levels(weights, tile_e1, tile_u1a, tile_u1b)   # out0, out1
-        # Same variables, same creation order as model.PyNET: the checkpoint restores unchanged,
-        # and no stage made variables of its own (a renamed key in model.py would).
-        assert len(weights.variables) == 437, 'render.py uses weight keys model.py no longer has'
+        utils.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
 
     def render(self, packed, progress=None):
         """float32 [h, w, 4] packed RAW (any h, w >= 1) -> float32 [2h/2**level, 2w/2**level, 3] (see
         output_size), in the model's range, not clipped.
 
-        progress: None shows a bar over the tiles when there are several, False shows nothing, a
-        callable is called as progress(tiles_done, tiles_total) after every tile.
+        progress: None shows a bar over the bands when there are several, False shows nothing, a
+        callable is called as progress(steps_done, steps_total) after every band.
         """
         packed = np.asarray(packed, dtype=np.float32)
         if packed.ndim != 3 or packed.shape[2] != 4 or packed.shape[0] < 1 or packed.shape[1] < 1:
@@ -291,120 +508,46 @@ class Renderer:
         h, w = packed.shape[:2]
         out_h, out_w = output_size(h, w, self.level)
         padded = pad_to_multiple(packed)
-        if self.tile:
-            result = self._render_tiled(padded, progress)
+        if self.tile and padded.shape[0] * padded.shape[1] > self.tile * self.tile:
+            result = self._render_streamed(padded, progress)
         else:
-            result = self.sess.run(self.outputs[self.level], {self.input: padded[None]})[0]
+            result = self._render_one_piece(padded)
         result = result[:out_h, :out_w]
         assert result.shape == (out_h, out_w, 3), result.shape
         return result
 
-    def _render_tiled(self, padded, progress):
-        """The stages of the module docstring, on a padded [H, W, 4] image."""
-        H, W = padded.shape[:2]
-        run = self.sess.run
-        strips = split_axis(H, max(2, self.tile * self.tile // W // 2 * 2))
-        low_boxes = tile_boxes(H // 2, W // 2, self.low_tile)
-        boxes = tile_boxes(H, W, self.tile)
-        steps = len(strips)             # the e1 strips (len(strips) - 1 of them) and levels 5-3
-        steps += 3 * len(low_boxes) * (len(STREAMED_BLOCKS) if self.level <= 2 else 1)
-        if self.level <= 1:
-            steps += len(boxes)
-        bar = _Progress(progress, steps)
+    def _render_one_piece(self, padded):
+        """The published graph on the whole image."""
+        if self.outputs is None:
+            with self.graph.as_default():
+                self.outputs = model.PyNET(self.input, instance_norm_level_1=self.norms['instance_norm_level_1'],
+                                           weights=self.weights)
+        return self.sess.run(self.outputs[self.level], {self.input: padded[None]})[0]
+
+    def _render_streamed(self, padded, progress):
+        """The level's passes in order, each stored array freed after the last pass that reads it."""
+        if self.level not in self.plans:
+            with self.graph.as_default():
+                self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
+        plan = self.plans[self.level]
+        height, width = padded.shape[:2]
+        band = band_height(self.tile, width)
+        bar = _Progress(progress, sum(len(p.steps(height, band)) if isinstance(p, _Stream) else 1
+                                      for p in plan.passes))
+        store, statistics = {model.INPUT: padded}, {}
         try:
-            # Stage 1: pooled e1 in strips of rows (even boundaries keep the 2x2 pooling aligned).
-            pooled = np.empty((H // 2, W // 2, 32), np.float32)
-            for y0, y1 in zip(strips, strips[1:]):
-                a, b = max(0, y0 - E1_HALO), min(H, y1 + E1_HALO)
-                out = run(self.pooled_e1, {self.strip_input: padded[None, a:b]})[0]
-                pooled[y0 // 2:y1 // 2] = out[(y0 - a) // 2:(y0 - a) // 2 + (y1 - y0) // 2]
-                bar.step()
-            # Stage 2: e2, streamed. Big arrays live in `store` so that _stream can drop the ones a
-            # block reads last as soon as its first pass is done (np.empty pages cost nothing until written).
-            half = (H // 2, W // 2)
-            store = {'pooled': pooled}
-            del pooled
-            store['e2'] = np.empty(half + (64,), np.float32)
-            self._stream('encoder/e2', store, ['pooled'], store['e2'], bar, free=['pooled'])
-            # Stage 3: levels 5-3 on the whole image (S/4 and below).
-            if self.level >= 3:
-                result = run(self.low_outputs[self.level - 2], {self.e2: store['e2'][None]})[0]
-                bar.step()
-                return result
-            level3 = run(self.level3, {self.e2: store['e2'][None]})
-            bar.step()
-            # Stage 5: level 2 block by block, mirroring model.lower_levels. r is the 192-channel running
-            # tensor: a, then b, c, d in place, then f's block output.
-            store['u2a'] = run(self.u2[0], {self.level3_input: level3})[0]
-            r = store['r'] = np.empty(half + (192,), np.float32)
-            self._stream('level2/a', store, ['e2', 'u2a'], r[..., :128], bar, free=['u2a'])   # cat(block, e2)
-            r[..., 128:] = store['e2']
-            for key in ('level2/b', 'level2/c', 'level2/d'):                                  # block(x) + x
-                self._stream(key, store, ['r'], r, bar, residual=r)
-            self._stream('level2/f', store, ['r'], r, bar)                                     # cat(block, e2)
-            del r
-            store['g'] = np.empty(half + (128,), np.float32)
-            self._stream('level2/g', store, ['r', 'e2'], store['g'], bar, free=['r', 'e2'])  # cat(block, u2b)
-            store['u2b'] = run(self.u2[1], {self.level3_input: level3})[0]
-            h = np.empty(half + (64,), np.float32)
-            self._stream('level2/h', store, ['g', 'u2b'], h, bar, free=['g', 'u2b'])
-            del store, level3
-            if self.level == 2:
-                return run(self.out2, {self.h_input: h[None]})[0]
-            # Stage 6: levels 1-0 tile by tile.
-            scale = 2 if self.level == 0 else 1
-            fetch = self.tile_outputs[self.level]
-            result = np.empty((H * scale, W * scale, 3), np.float32)
-            for box in boxes:
-                y0, y1, x0, x1 = box
-                a, b, c, d = with_halo(box, HALO, H, W)
-                out = run(fetch, {self.tile_input: padded[None, a:b, c:d],
-                                  self.tile_h: h[None, a // 2:b // 2, c // 2:d // 2]})[0]
-                result[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                    out[(y0 - a) * scale:(y1 - a) * scale, (x0 - c) * scale:(x1 - c) * scale]
-                bar.step()
-            return result
+            for i, p in enumerate(plan.passes):
+                if isinstance(p, _LowPass):
+                    p.run(self.sess, store, bar)
+                else:
+                    p.run(self.sess, store, statistics, height, width, band, bar)
+                    if p.rename:
+                        store[p.rename[1]] = store.pop(p.rename[0])
+                for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
+                    store.pop(array, None)
+            return store[plan.target]
         finally:
             bar.close()
-
-    def _stream(self, key, store, names, out, bar, residual=None, free=()):
-        """out = block(concat(store[names])) [+ residual], exactly, in tiles: instance-norm statistics
-        are gathered over the whole image in one pass per convolution of the branches, then applied.
-        The arrays named in `free` leave the store once read for the last time."""
-        block = self.blocks[key]
-        sources = [store[name] for name in names]
-        H2, W2 = sources[0].shape[:2]
-        boxes = tile_boxes(H2, W2, self.low_tile)
-        y1 = np.empty((H2, W2, block.channels), np.float32)     # pre-norm first convolutions
-        stats = []
-        for phase in range(3):
-            moments = []
-            for box in boxes:
-                y0, yb, x0, xb = box
-                a, b, c, d = with_halo(box, block.halo, H2, W2)
-                feed = {block.core: [y0 - a, x0 - c, yb - y0, xb - x0]}
-                if phase == 0:
-                    feed.update({p: s[None, a:b, c:d] for p, s in zip(block.sources, sources)})
-                    core, mean, var = self.sess.run(block.pass1, feed)
-                    y1[y0:yb, x0:xb] = core[0]
-                    moments.append((core.size // block.channels, mean, var))
-                else:
-                    feed[block.y1] = y1[None, a:b, c:d]
-                    feed.update(zip(block.stats[:2 * phase], stats))
-                    if phase == 1:
-                        mean, var = self.sess.run(block.pass2, feed)
-                        moments.append(((yb - y0) * (xb - x0), mean, var))
-                    else:
-                        if residual is not None:
-                            feed[block.residual] = residual[None, y0:yb, x0:xb]
-                        out[y0:yb, x0:xb] = self.sess.run(block.pass3, feed)[0]
-                bar.step()
-            if phase == 0:
-                del sources
-                for name in free:
-                    del store[name]
-            if phase < 2:
-                stats.extend(combine_moments(moments))
 
     def close(self):
         self.sess.close()

@@ -69,10 +69,6 @@ def saved_model(setup):
     return export_model.export(config(setup, format='saved_model'))
 
 
-def test_size_multiple_agrees_with_model():
-    assert export_model.SIZE_MULTIPLE == model.SIZE_MULTIPLE
-
-
 def test_saved_model_matches_graph(setup, saved_model):
     assert saved_model == os.path.join(setup['models_dir'], 'export', 'pynet_level_0_iteration_%d_%dx%d'
                                        % (ITERATION, SIZE, SIZE))
