@@ -399,7 +399,9 @@ def align_pair(mosaic, photo, config):
     """(homography mosaic -> photo, window records, statistics) of one RAW mosaic and its photo."""
     proxy = proxy_gray(mosaic, config['black_level'], config['white_level'])
     gray = photo_gray(photo)
+    started = time.time()
     homography, stats = global_homography(proxy, gray, config)
+    stats['global_seconds'] = round(time.time() - started, 2)
     stats['photo_scale'] = round(check_homography(homography, mosaic.shape, photo.shape[:2]), 4)
     records = align_windows(proxy, gray, homography, config)
     return homography, records, stats
