@@ -25,7 +25,7 @@ from PIL import Image
 import camera_pipeline as cp
 import image_io
 import make_synthetic_dataset
-from make_camera_dataset import map_points, translation
+from make_camera_dataset import DATE_TIME_ORIGINAL, EXIF_IFD, map_points, translation
 import utils
 from utils import Key, UserError
 
@@ -141,7 +141,7 @@ def write_pair(pair, raw_path, photo_path, capture_time=None, photo_time=None, j
                        white_level=CAMERA_WHITE_LEVEL, color_matrix=pair['xyz_to_cam'], capture_time=capture_time)
     exif = Image.Exif()
     if photo_time is not None:
-        exif.get_ifd(0x8769)[0x9003] = photo_time      # DateTimeOriginal
+        exif.get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] = photo_time
     with utils.atomic_path(photo_path) as tmp:
         Image.fromarray(pair['photo']).save(tmp, format='JPEG', quality=jpeg_quality, exif=exif)
 

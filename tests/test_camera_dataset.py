@@ -284,3 +284,15 @@ def test_help_lists_every_key():
     assert result.returncode == 0
     for key in mcd.KEYS:
         assert '  %s ' % key in result.stdout
+
+
+def test_synthetic_pairs_cli(tmp_path):
+    result = run_script('synthetic_pairs.py', 'output_dir=%s' % tmp_path, 'pairs=1', 'mosaic_size=256x384')
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ['pairs.json', 'photos', 'raw']
+    mosaic, _ = image_io.read_raw_image(str(tmp_path / 'raw' / 'scene_0.dng'))
+    assert mosaic.shape == (256, 384)
+    with open(tmp_path / 'pairs.json') as f:
+        assert set(json.load(f)['pairs']['scene_0']) == {'mosaic_to_photo', 'flat', 'moved'}
+    assert_one_line_error(run_script('synthetic_pairs.py', 'output_dir=%s' % tmp_path, 'mosaic_size=255x384'),
+                          'mosaic_size=255x384', 'even')
