@@ -7,7 +7,7 @@ Each RAW (a camera file LibRaw reads, or a Zurich PNG) is paired with a photo (J
 by file-name stem, or with pair=time by capture time. A quick proxy of the RAW (bilinear
 demosaicing, grey-world white balance, gamma) is matched to the photo with SIFT or ORB keypoints
 and a RANSAC homography; then window by window (patch_size mosaic pixels) the photo is warped
-onto the window, the shift is refined by ECC or phase correlation within search_radius, and the
+onto the window, the shift is refined by phase correlation or ECC within search_radius, and the
 window is kept if its correlation with the proxy reaches min_correlation and it has texture. Only
 the photo is resampled, never the RAW. Written, built in a temporary folder and renamed at the end:
   train/huawei_raw/<i>.png, train/canon/<i>.jpg   (test/ likewise; scenes split, never patches)
@@ -61,8 +61,8 @@ KEYS = {
     'max_features': Key(5000, int, 'keypoints detected per image'),
     'match_size': Key(1600, int, 'long side, pixels, the images are shrunk to for keypoint matching'),
     'min_inliers': Key(40, int, 'keypoint matches the homography must explain, else the pair fails'),
-    'refine': Key('ecc', str, 'window refinement: ecc (cv2.findTransformECC, translation) or phase '
-                  '(cv2.phaseCorrelate)', choices=('ecc', 'phase')),
+    'refine': Key('phase', str, 'window refinement: phase (cv2.phaseCorrelate; the more accurate in '
+                  'BENCHMARKS.md) or ecc (cv2.findTransformECC, translation)', choices=('phase', 'ecc')),
     'search_radius': Key(8.0, float, 'largest shift, mosaic pixels, the refinement may add to the global alignment'),
     'test_fraction': Key(0.1, float, 'fraction of the scenes (pairs) put into test/; at least one when above 0'),
     'seed': Key(0, int, 'seed of the train/test split of the scenes'),
@@ -341,7 +341,7 @@ def correlation(a, b):
 
 def refine_shift(template, moving, config):
     """(dx, dy) that best aligns `moving` (the photo, margin m around the window) with `template` (the
-    window), by ECC (translation) or phase correlation; None if ECC does not converge."""
+    window), by phase correlation or ECC (translation); None if ECC does not converge."""
     margin = (moving.shape[0] - template.shape[0]) // 2
     if config['refine'] == 'phase':
         size = template.shape[0]

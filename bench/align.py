@@ -3,6 +3,7 @@
 time and peak memory per pair, for the keypoint detectors and window refinements.
 
     python bench/align.py                 # its section of BENCHMARKS.md (a few minutes)
+    python bench/align.py run=false       # only rewrite the section from <work_dir>/results.json
 
 Each configuration runs make_camera_dataset.build in a fresh process (its own peak RSS) on the same pairs.
 """
@@ -25,15 +26,18 @@ KEYS = {
     'mosaic_size': Key('3000x4000', str, 'HxW of the RAW mosaics (12 MP)'),
     'photo_scale': Key(1.2, float, 'photo pixels per mosaic pixel (the photos are ~17 MP)'),
     'patch_size': Key(448, int, 'window side, mosaic pixels'),
-    'configs': Key('sift+ecc,sift+phase,orb+ecc', str, 'detector+refine combinations measured'),
+    'configs': Key('sift+phase,sift+ecc,orb+phase', str, 'detector+refine combinations measured (the first: '
+                   'the one whose rejections are detailed)'),
     'timeout': Key(1800, int, 'seconds before one configuration is stopped and reported as failed'),
     'seed': Key(0, int, 'seed of the synthetic pairs'),
     'write': Key(True, bool, 'write the report into BENCHMARKS.md (## Camera alignment) as well as printing it'),
+    'run': Key(True, bool, 'false: measure nothing, write the report from <work_dir>/results.json'),
     'mode': Key('report', str, 'report (parent), or measure (one configuration; internal)', choices=('report', 'measure')),
-    'config': Key('sift+ecc', str, 'the configuration of one measurement (internal)'),
+    'config': Key('sift+phase', str, 'the configuration of one measurement (internal)'),
 }
 USAGE = 'usage: python bench/align.py [key=value ...]'
 TITLE = 'Camera alignment'
+RESULTS_FILE = 'results.json'
 KINDS = ('clean', 'partial', 'flat', 'moved', 'outside photo')
 
 
@@ -57,6 +61,16 @@ def make_pairs(config):
             json.dump({'bench': wanted, 'pairs': records}, f)
     print('made %d pairs in %.0f s' % (len(records), time.time() - started))
     return folder, records
+
+
+def peak_rss_mb():
+    """This process's peak resident memory, MB: VmHWM, which starts afresh at exec (ru_maxrss does not: on
+    Linux it keeps the parent's peak at fork, here the making of the pairs)."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure(config):
@@ -98,7 +112,7 @@ def measure(config):
             'inliers': [p['inliers'] for p in info['pairs']], 'matches': [p['matches'] for p in info['pairs']],
             'residuals': residuals, 'global_residuals': global_residuals, 'kinds': kinds,
             'rejected_by_kind': rejected_by_kind,
-            'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            'peak_rss_mb': peak_rss_mb()}
 
 
 def rejected(result, kind, reason=None):
@@ -158,7 +172,8 @@ def findings(config, results):
     return lines
 
 
-def write_report(config, results, load_before, load_after):
+def write_report(config, results, loads):
+    """Prints the section and writes it into BENCHMARKS.md; loads: [(note, 1-minute load)] before and after."""
     import cv2
     import make_camera_dataset as mcd
     height, width = report.parse_size(config['mosaic_size'])
@@ -184,7 +199,11 @@ def write_report(config, results, load_before, load_after):
         'pair (reading the DNG and JPEG, aligning, writing the patches), the alignment, and its global part '
         '(keypoints, matching, homography).', '',
         'Command: `python bench/align.py` (configs %s).' % config['configs'], '',
-        'Machine: %s. %s to %s.' % (report.machine('OpenCV %s' % cv2.__version__), load_before, load_after), '',
+        'Machine: %s. %s to %s.%s' % (
+            report.machine('OpenCV %s' % cv2.__version__), loads[0][0], loads[-1][0],
+            ' The machine was busy (load above its %d cores): the times are longer than on an idle machine, '
+            'the residuals and rejections are not affected.' % os.cpu_count()
+            if max(load for _, load in loads) > os.cpu_count() else ''), '',
         '| detector+refine | kept windows | residual median / p90 / max (px) | global only, median | '
         'rejected: clean | partial | flat | moved | outside photo | s per pair | align | global | peak RSS |',
         '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -203,8 +222,16 @@ def main(argv):
     if config['mode'] == 'measure':
         print(json.dumps(measure(config)))
         return
+    saved = os.path.join(config['work_dir'], RESULTS_FILE)
+    if not config['run']:
+        if not os.path.isfile(saved):
+            raise utils.UserError('%s not found: run python bench/align.py first (run=true)' % saved)
+        with open(saved) as f:
+            run = json.load(f)
+        write_report(run['config'], run['results'], run['loads'])
+        return
     make_pairs(config)
-    load_before = report.load_note()
+    loads = [(report.load_note(), os.getloadavg()[0])]
     results = []
     for name in [c.strip() for c in config['configs'].split(',') if c.strip()]:
         args = [sys.executable, os.path.abspath(__file__), 'mode=measure', 'config=' + name] + \
@@ -213,7 +240,11 @@ def main(argv):
         result.setdefault('config', name)
         print(describe(result), flush=True)
         results.append(result)
-    write_report(config, results, load_before, report.load_note())
+    loads.append((report.load_note(), os.getloadavg()[0]))
+    with utils.atomic_path(saved) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump({'config': config, 'results': results, 'loads': loads}, f)
+    write_report(config, results, loads)
 
 
 if __name__ == '__main__':
