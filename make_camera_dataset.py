@@ -97,6 +97,7 @@ def folder_files(folder, extensions, key):
 
 
 def stem(path):
+    """File name without folder and extension: the name of a scene."""
     return os.path.splitext(os.path.basename(path))[0]
 
 
@@ -312,10 +313,10 @@ def warp_photo(photo, patch_to_photo, height, width, interpolation=cv2.INTER_CUB
                                borderMode=cv2.BORDER_REPLICATE)
 
 
-def inside(patch_to_photo, size, photo_shape, margin=0.0):
-    """True if the whole size x size patch (plus margin) maps inside the photo."""
-    low, high = -margin, size - 1 + margin
-    corners = map_points(patch_to_photo, [[low, low], [high, low], [high, high], [low, high]])
+def inside(patch_to_photo, size, photo_shape):
+    """True if the whole size x size patch maps inside the photo."""
+    last = size - 1
+    corners = map_points(patch_to_photo, [[0, 0], [last, 0], [last, last], [0, last]])
     return bool(np.all(corners >= 0) and np.all(corners[:, 0] <= photo_shape[1] - 1)
                 and np.all(corners[:, 1] <= photo_shape[0] - 1))
 
