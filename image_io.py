@@ -146,13 +146,14 @@ CFA_PATTERNS = {'RGGB': (0, 1, 1, 2), 'BGGR': (2, 1, 1, 0), 'GRBG': (1, 0, 2, 1)
 
 def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023, bits=16,
               orientation=1, color_matrix=None, as_shot_neutral=None, make='PyNET', model='synthetic',
-              default_crop=None):
+              default_crop=None, capture_time=None):
     """Writes a Bayer mosaic as an uncompressed DNG with its CFA pattern and levels, atomically.
 
     `black_level` is one number or four (per position of the 2x2 cell, row-major). `cfa_pattern` is
     'RGGB', 'BGGR', 'GRBG' or 'GBRG'; or, to test refusals, a 2-D array of colour indices
     (0 R, 1 G, 2 B) such as a 4x4 Quad Bayer or 6x6 X-Trans cell, or None for a monochrome sensor.
-    `default_crop` (x, y, width, height) writes DefaultCropOrigin/DefaultCropSize.
+    `default_crop` (x, y, width, height) writes DefaultCropOrigin/DefaultCropSize. `capture_time`
+    ('YYYY:MM:DD HH:MM:SS', EXIF's form) writes DateTimeOriginal and DateTime.
     """
     from pidng.core import RAW2DNG
     from pidng.defs import DNGVersion, PhotometricInterpretation
@@ -190,6 +191,9 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
     tags.set(Tag.AsShotNeutral, [[int(round(v * 10000)), 10000] for v in neutral])
     tags.set(Tag.Make, make)
     tags.set(Tag.Model, model)
+    if capture_time is not None:
+        tags.set(Tag.DateTimeOriginal, capture_time)
+        tags.set(Tag.DateTime, capture_time)
     tags.set(Tag.DNGVersion, DNGVersion.V1_4)
     tags.set(Tag.DNGBackwardVersion, DNGVersion.V1_2)
     writer = RAW2DNG()

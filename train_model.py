@@ -36,6 +36,8 @@ KEYS = {
     'eval_step': Key(1000, int, 'evaluate, save pictures and a checkpoint every this many iterations'),
     'learning_rate': Key(5e-5, float, 'Adam learning rate'),
     'restore_iter': Key(None, int, 'iteration of the level+1 checkpoint to start from; none: its last'),
+    'init_checkpoint': Key(None, str, 'start from this checkpoint instead of level+1 (fine-tuning), e.g. '
+                           'models/original/pynet_level_0.ckpt'),
     'num_train_iters': Key(None, int, 'iterations; none: the published 5000, 5000, 20000, 20000, 35000, 100000 for levels 5..0'),
     'vgg_dir': Key(utils.DEFAULT_VGG_PATH, str, 'MatConvNet imagenet-vgg-verydeep-19.mat (content loss)'),
     'dataset_dir': Key(utils.DEFAULT_DATASET_DIR, str, 'Zurich RAW-to-RGB dataset folder'),
@@ -177,9 +179,20 @@ def check_config(config):
         raise UserError('learning_rate=%s: must be positive' % config['learning_rate'])
     if config['num_gpus'] is not None and config['num_gpus'] < 0:
         raise UserError('num_gpus=%d: must be 0 or more' % config['num_gpus'])
+    if config['init_checkpoint'] is not None and config['restore_iter'] is not None:
+        raise UserError('init_checkpoint= and restore_iter= both choose the starting weights: pass one of them')
     if config['level'] == 5 and config['restore_iter'] is not None:
         raise UserError('restore_iter=%d: level 5 starts from scratch; restore_iter picks the level+1 '
                         'checkpoint of levels 4..0' % config['restore_iter'])
+
+
+def init_checkpoint(path):
+    """The checkpoint prefix init_checkpoint= names (the prefix or its .index file); it must exist."""
+    prefix = path[:-len('.index')] if path.endswith('.index') else path
+    if not utils.checkpoint_exists(prefix):
+        raise UserError('init_checkpoint=%s: no checkpoint there (%s.index not found); give the prefix of a '
+                        'PyNET checkpoint, e.g. models/original/pynet_level_0.ckpt' % (path, prefix))
+    return prefix
 
 
 def main(argv):
@@ -206,7 +219,9 @@ def main(argv):
     load_dataset.check_headers(train_pairs[:1] + test_pairs, side)
     vgg_net = vgg.VGG19(config['vgg_dir'])
     start_from = None
-    if level < 5 and not start_iteration:       # level L continues from level L+1's weights
+    if config['init_checkpoint'] is not None and not start_iteration:     # fine-tuning
+        start_from = init_checkpoint(config['init_checkpoint'])
+    elif level < 5 and not start_iteration:       # level L continues from level L+1's weights
         start_from = utils.find_checkpoint(models_dir, level + 1, config['restore_iter'])[0]
     target_side = load_dataset.target_side(side, level)
     if config['train_size'] > len(train_pairs):
