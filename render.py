@@ -57,6 +57,12 @@ import tensorflow.compat.v1 as tf  # noqa: E402  (after the allocator settings a
 DEFAULT_TILE = 512          # a band holds about tile x tile packed pixels; 0 renders in one piece
 PRECISIONS = ('float32', 'bfloat16')
 LOW_SCALE = 2               # feature maps at S/4 and below are computed in one piece
+# bfloat16 against float32 as this project measured it (BENCHMARKS.md and its history), per CPU flag:
+# (speed-up of the published graph in one piece at 12 MP, PSNR against float32 on trained weights, machine).
+BFLOAT16_MEASURED = {
+    'amx_bf16': (2.6, 58, 'an Intel Xeon with AMX, 2026-11-30'),
+    'avx512_bf16': (2.05, 58, 'an AMD EPYC with AVX512-BF16, 2026-11-24'),
+}
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
 
 
@@ -80,6 +86,18 @@ def output_size(h, w, level):
 def band_height(tile, width):
     """Packed rows per band: about tile x tile packed pixels over the image's width."""
     return max(BAND_ALIGN, tile * tile // width // BAND_ALIGN * BAND_ALIGN)
+
+
+def bfloat16_advice():
+    """A note on what precision=bfloat16 would gain on this CPU, from this project's measurements; None where
+    the CPU has no native bfloat16."""
+    flag = utils.cpu_bfloat16_flag()
+    if flag is None:
+        return None
+    speedup, psnr, where = BFLOAT16_MEASURED[flag]
+    return ('note: this CPU has native bfloat16 (%s): precision=bfloat16 renders about %.1fx faster at about %d dB '
+            'PSNR against float32 (measured on %s; pixels differ from float32 by a few levels in 255)'
+            % (flag, speedup, psnr, where))
 
 
 def combine_moments(parts):
@@ -494,6 +512,8 @@ class Renderer:
             self.input = tf.placeholder(tf.float32, [1, None, None, model.INPUT_CHANNELS], name='packed_raw')
         self.sess = tf.Session(graph=self.graph, config=utils.session_config(use_gpu, precision))
         utils.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
+        if tile:
+            self._plan()        # graph building is paid here, once, not by the first photo
 
     def render(self, packed, progress=None):
         """float32 [h, w, 4] packed RAW (any h, w >= 1) -> float32 [2h/2**level, 2w/2**level, 3] (see
@@ -524,12 +544,16 @@ class Renderer:
                                            weights=self.weights)
         return self.sess.run(self.outputs[self.level], {self.input: padded[None]})[0]
 
-    def _render_streamed(self, padded, progress):
-        """The level's passes in order, each stored array freed after the last pass that reads it."""
+    def _plan(self):
+        """The passes of the current level, built on first use."""
         if self.level not in self.plans:
             with self.graph.as_default():
                 self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
-        plan = self.plans[self.level]
+        return self.plans[self.level]
+
+    def _render_streamed(self, padded, progress):
+        """The level's passes in order, each stored array freed after the last pass that reads it."""
+        plan = self._plan()
         height, width = padded.shape[:2]
         band = band_height(self.tile, width)
         bar = _Progress(progress, sum(len(p.steps(height, band)) if isinstance(p, _Stream) else 1

@@ -29,7 +29,8 @@ KEYS = {
     'input': Key(None, str, 'a RAW file or folder to render instead of the dataset (PNG, DNG, ...)'),
     'output_dir': Key('results/full-resolution/', str, 'where the photos are written'),
     'bits': Key(8, int, 'bits per channel of the PNGs written', choices=(8, 16)),
-    'tile': Key(render.DEFAULT_TILE, int, 'packed-pixel tile size for rendering; 0 renders in one piece'),
+    'tile': Key(render.DEFAULT_TILE, int, 'render in bands of rows of about tile x tile packed pixels (memory); '
+                'images up to that size, and tile=0, render in one piece'),
     'precision': Key('float32', str, 'float32, or bfloat16 (faster on CPUs with AMX/AVX512-BF16)',
                      choices=render.PRECISIONS),
     'instance_norm_level_1': Key(False, bool, 'the model was trained with instance norm on level 1'),
@@ -114,6 +115,9 @@ def main(argv):
     except OSError as error:
         raise UserError('cannot create output_dir=%s (%s)' % (config['output_dir'], error.strerror or error))
     failed = []
+    advice = render.bfloat16_advice()
+    if advice and not any(word.startswith('precision=') for word in argv):
+        print(advice, file=sys.stderr)
     with render.Renderer(checkpoint, level, use_gpu=config['use_gpu'], precision=config['precision'],
                          tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1']) as renderer:
         from tensorflow.errors import ResourceExhaustedError
@@ -126,7 +130,9 @@ def main(argv):
             try:
                 photo = renderer.render(image_io.pack_raw(mosaic))
             except (MemoryError, ResourceExhaustedError):
-                raise UserError('out of memory rendering %s: pass a smaller tile= (now %d)' % (path, config['tile']))
+                lower = ('pass a smaller tile= (now %d)' % config['tile'] if config['tile'] else
+                         'render in bands with tile=%d (the default) or smaller' % render.DEFAULT_TILE)
+                raise UserError('out of memory rendering %s: %s' % (path, lower))
             try:
                 image_io.save_image(output, image_io.apply_flip(photo, flip), config['bits'])
             except OSError as error:

@@ -295,14 +295,19 @@ def session_config(use_gpu=True, precision='float32'):
     return config
 
 
-def cpu_supports_bfloat16():
-    """True where oneDNN has native bfloat16 (AVX512-BF16 or AMX)."""
+def cpu_bfloat16_flag():
+    """The CPU flag that gives oneDNN native bfloat16: 'amx_bf16' (preferred) or 'avx512_bf16'; None without."""
     try:
         with open('/proc/cpuinfo') as f:
-            flags = f.read()
+            flags = set(f.read().split())
     except OSError:
-        return False
-    return bool(re.search(r'\b(avx512_bf16|amx_bf16)\b', flags))
+        return None
+    return next((flag for flag in ('amx_bf16', 'avx512_bf16') if flag in flags), None)
+
+
+def cpu_supports_bfloat16():
+    """True where oneDNN has native bfloat16 (AVX512-BF16 or AMX)."""
+    return cpu_bfloat16_flag() is not None
 
 
 def progress(iterable=None, total=None, desc='', unit='it', **kwargs):

@@ -1,6 +1,7 @@
 """What every benchmark shares: the machine/version line, running one measurement in its own process, and
 writing its own section of BENCHMARKS.md."""
 import json
+from importlib import metadata
 import os
 import platform
 import re
@@ -15,19 +16,25 @@ import utils  # noqa: E402
 BENCHMARKS = os.path.join(REPO, 'BENCHMARKS.md')
 
 
+VECTOR_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')   # what decides float32 and bfloat16 speed
+
+
 def machine(*extra):
-    """'CPU, cores, memory; Python, TensorFlow, NumPy versions' plus `extra` strings, for a report's header."""
+    """'CPU, cores, memory, vector flags; Python, TensorFlow, NumPy versions' plus `extra`, for a report's header.
+    Reads versions without importing TensorFlow, so a benchmark's parent process stays small."""
     try:
         lscpu = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
     except OSError:
         lscpu = ''
-    name = next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith('Model name')), '?')
-    import numpy as np
-    import tensorflow as tf2
+    field = lambda key: next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith(key)), '')
+    flags = field('Flags').split()
     memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30
-    parts = ['%s, %d cores, %.0f GiB, bfloat16 in the CPU: %s' % (
-                 name, os.cpu_count(), memory, 'yes' if utils.cpu_supports_bfloat16() else 'no'),
-             'Python %s, TensorFlow %s, NumPy %s' % (platform.python_version(), tf2.__version__, np.__version__)]
+    parts = ['%s, %d cores, %.0f GiB, CPU flags: %s (native bfloat16: %s)' % (
+                 field('Model name') or '?', os.cpu_count(), memory,
+                 ' '.join(f for f in VECTOR_FLAGS if f in flags) or 'none of ' + ' '.join(VECTOR_FLAGS),
+                 'yes' if utils.cpu_supports_bfloat16() else 'no'),
+             'Python %s, TensorFlow %s, NumPy %s' % (platform.python_version(), metadata.version('tensorflow'),
+                                                      metadata.version('numpy'))]
     return '; '.join(parts + list(extra))
 
 
