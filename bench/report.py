@@ -7,6 +7,9 @@ import re
 import subprocess
 import sys
 import time
+from importlib import metadata
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -22,12 +25,10 @@ def machine(*extra):
     except OSError:
         lscpu = ''
     name = next((l.split(':', 1)[1].strip() for l in lscpu.splitlines() if l.startswith('Model name')), '?')
-    import numpy as np
-    import tensorflow as tf2
     memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30
     parts = ['%s, %d cores, %.0f GiB, bfloat16 in the CPU: %s' % (
                  name, os.cpu_count(), memory, 'yes' if utils.cpu_supports_bfloat16() else 'no'),
-             'Python %s, TensorFlow %s, NumPy %s' % (platform.python_version(), tf2.__version__, np.__version__)]
+             'Python %s, TensorFlow %s, NumPy %s' % (platform.python_version(), metadata.version('tensorflow'), np.__version__)]
     return '; '.join(parts + list(extra))
 
 
