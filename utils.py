@@ -238,3 +238,21 @@ def progress(iterable=None, total=None, desc='', unit='it', **kwargs):
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
                 mininterval=0.5, file=sys.stderr, **kwargs)
 
+
+# ----------------------------------------------------------------------------------------
+# Until the rendering rewrite: names that render.py, bench/render.py and tests/test_render_engine.py
+# still read from here; they now live in checkpoints.py, devices.py and mixed_precision.py.
+
+_MOVED = {'restore_variables': 'checkpoints', 'save_variables': 'checkpoints', 'find_checkpoint': 'checkpoints',
+          'saved_iterations': 'checkpoints', 'gpu_available': 'devices'}
+
+
+def __getattr__(name):
+    import importlib
+    if name == 'session_config':
+        devices, mixed_precision = importlib.import_module('devices'), importlib.import_module('mixed_precision')
+        return lambda use_gpu=True, precision='float32': mixed_precision.configure_session(
+            devices.session_config(use_gpu), precision)
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError('module utils has no attribute %r' % name)
