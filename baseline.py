@@ -77,7 +77,7 @@ def image_metrics(outputs, targets):
     targets = np.asarray(targets, np.float32)
     assert outputs.shape == targets.shape and outputs.ndim == 4, (outputs.shape, targets.shape)
     mse = np.mean((outputs.astype(np.float64) - targets) ** 2, axis=(1, 2, 3))
-    psnr = 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+    psnr = losses.psnr(mse)
     ssim = tf.image.ssim(tf.constant(outputs), tf.constant(targets), max_val=1.0).numpy()
     result = {'psnr': psnr, 'ssim': ssim, 'ms_ssim': None}
     if all(losses.ms_ssim_fits(side) for side in outputs.shape[1:3]):
@@ -132,6 +132,7 @@ def main(argv):
     methods = METHODS if config['method'] == 'both' else (config['method'],)
     if config['max_patches'] < 0:
         raise UserError('max_patches=%d: must be >= 0' % config['max_patches'])
+    utils.import_tensorflow()      # the metrics are TensorFlow's
     summary = evaluate(config['dataset_dir'], methods, config['max_patches'])
     written = render_full_resolution(config['dataset_dir'], methods, config['output_dir'])
     path = os.path.join(config['output_dir'], 'metrics.json')

@@ -12,6 +12,9 @@ All images are float64 in [0, 1] unless named *_dn (sensor numbers).
 """
 
 import numpy as np
+from scipy.ndimage import convolve
+
+import image_io
 
 # sRGB (linear, D65) -> CIE XYZ.
 SRGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
@@ -32,8 +35,8 @@ RED_GAIN_RANGE = (1.9, 2.4)
 BLUE_GAIN_RANGE = (1.5, 1.9)
 EXPOSURE_MEAN, EXPOSURE_STD, EXPOSURE_RANGE = 0.8, 0.1, (0.5, 1.0)
 
-# (row, col) of R, G, G, B inside the 2x2 Bayer cell (Zurich layout), and their RGB channel.
-BAYER_SITES = (((0, 0), 0), ((0, 1), 1), ((1, 0), 1), ((1, 1), 2))
+# ((row, col), RGB channel) of each site of the Zurich 2x2 Bayer cell.
+BAYER_SITES = tuple((cell, 'RGB'.index(site[0])) for site, cell in image_io.ZURICH_CELL.items())
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,7 +130,6 @@ def mosaic(image):
 
 def bilinear_demosaic(bayer):
     """Bayer mosaic [H, W] (Zurich layout) -> RGB [H, W, 3] by bilinear interpolation."""
-    from scipy.ndimage import convolve
     assert bayer.ndim == 2 and bayer.shape[0] % 2 == 0 and bayer.shape[1] % 2 == 0, bayer.shape
     green_kernel = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]]) / 4.0
     red_blue_kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 4.0

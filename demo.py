@@ -78,9 +78,9 @@ def vgg_file(config, out):
         return config['vgg_dir'], True
     path = os.path.join(out, 'vgg_random_weights.mat')
     if not os.path.isfile(path):
-        sys.path.insert(0, os.path.join(REPO, 'tests'))
-        import fake_vgg
-        fake_vgg.write_fake_vgg(path)
+        utils.import_tensorflow()
+        import vgg
+        vgg.write_random_vgg(path)
     return path, False
 
 
@@ -146,8 +146,11 @@ def main(argv):
     real_vgg = os.path.isfile(config['vgg_dir'])
     if config['train']:
         real_vgg = train(config, steps, out, iterations, batch_sizes)
-    elif not utils.saved_iterations(models, 0):
-        raise UserError('train=false needs a level-0 checkpoint in %s: run the demo with training first' % models)
+    else:
+        utils.import_tensorflow()
+        import checkpoints
+        if not checkpoints.saved_iterations(models, 0):
+            raise UserError('train=false needs a level-0 checkpoint in %s: run the demo with training first' % models)
 
     text = steps.run('3. evaluate', 'evaluate_accuracy.py', 'level=0', 'dataset_dir=' + dataset,
                      'models_dir=' + models, capture=True)

@@ -35,8 +35,7 @@ def split_argv(argv):
 def expand(path):
     """The camera RAW files named by one argument: the file itself, or a folder's files with a RAW extension."""
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
-        files = [os.path.join(path, n) for n in names if image_io.is_camera_raw_path(n)]
+        files = image_io.raw_files(path, image_io.CAMERA_RAW_EXTENSIONS)
         if not files:
             raise UserError('no camera RAW files (%s ...) in folder %s'
                             % (' '.join(image_io.CAMERA_RAW_EXTENSIONS[:6]), path))

@@ -37,16 +37,18 @@ def main(argv):
     if config['batch_size'] < 1:
         raise utils.UserError('batch_size=%d: must be at least 1' % config['batch_size'])
 
-    # Files are checked before TensorFlow starts.
+    utils.import_tensorflow()
+    import tensorflow.compat.v1 as tf
+    import checkpoints
+    import devices
     import load_dataset
+    import losses
+    import model
     pairs = load_dataset.list_pairs(config['dataset_dir'], 'test')
     side = load_dataset.patch_side(pairs)
     load_dataset.check_headers(pairs, side)
-    checkpoint, label = utils.find_checkpoint(config['models_dir'], level, config['restore_iter'], config['orig'])
-
-    import losses
-    import model
-    import tensorflow.compat.v1 as tf
+    checkpoint, label = checkpoints.find_checkpoint(config['models_dir'], level, config['restore_iter'],
+                                                    config['orig'])
     target_side = load_dataset.target_side(side, level)
     graph = tf.Graph()
     with graph.as_default():
@@ -61,8 +63,8 @@ def main(argv):
     if similarity_name != 'MS-SSIM':
         print('note: ' + losses.ms_ssim_note(target_side))
     mses, similarities = [], []
-    with tf.Session(graph=graph, config=utils.session_config(config['use_gpu'])) as sess:
-        utils.restore_variables(sess, variables, checkpoint)
+    with tf.Session(graph=graph, config=devices.session_config(config['use_gpu'])) as sess:
+        checkpoints.restore_variables(sess, variables, checkpoint)
         sess.run(iterator.initializer)
         with utils.progress(total=len(pairs), desc='evaluating %s' % os.path.basename(checkpoint),
                             unit='patch') as bar:
@@ -80,7 +82,7 @@ def main(argv):
                 similarities.append(s)
                 bar.update(len(m))
     mses = np.concatenate(mses).astype(np.float64)
-    psnr = float(np.mean(10.0 * np.log10(1.0 / np.maximum(mses, 1e-12))))    # 1e-12: a perfect image
+    psnr = float(np.mean(losses.psnr(mses)))
     print('%d test patches, level %d, checkpoint %s' % (len(mses), level, checkpoint))
     print('PSNR: %.4f, %s: %.4f' % (psnr, similarity_name, float(np.mean(np.concatenate(similarities)))))
 

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+import checkpoints
+import devices
 import model
 import utils
 from utils import Key, UserError
@@ -144,8 +146,8 @@ def write_saved_model(checkpoint, level, height, width, path, instance_norm_leve
         weights = model.PyNETWeights(max_patch_values=max_patch_values)
         outputs = model.PyNET(raw, instance_norm_level_1=instance_norm_level_1, weights=weights)
         rgb = tf.identity(outputs[level], name=OUTPUT_NAME)
-        with tf.Session(config=utils.session_config(use_gpu=False)) as sess:
-            utils.restore_variables(sess, model.generator_variables(), checkpoint)
+        with tf.Session(config=devices.session_config(use_gpu=False)) as sess:
+            checkpoints.restore_variables(sess, model.generator_variables(), checkpoint)
             signature = tf.saved_model.signature_def_utils.predict_signature_def({INPUT_NAME: raw},
                                                                                   {OUTPUT_NAME: rgb})
             builder = tf.saved_model.Builder(path)
@@ -206,8 +208,10 @@ def export(config):
             raise UserError('calibration_size=%d: quant=int8 needs at least 1 calibration input'
                             % config['calibration_size'])
         files = calibration_files(config['dataset_dir'])
-    checkpoint, label = utils.find_checkpoint(config['models_dir'], config['level'],
-                                              config['restore_iter'], config['orig'])
+    utils.import_tensorflow()
+    import checkpoints
+    checkpoint, label = checkpoints.find_checkpoint(config['models_dir'], config['level'],
+                                                    config['restore_iter'], config['orig'])
     output = config['output'] or default_output(config, label)
     if config['format'] == 'tflite' and os.path.isdir(output):
         raise UserError('output=%s is a folder; format=tflite writes a file: give a file name' % output)

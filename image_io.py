@@ -6,18 +6,26 @@ being R at (0,0), Gb at (0,1), Gr at (1,0), B at (1,1). Packed input channels ar
 B, Gb, R, Gr, divided by 4*255.
 """
 
-import contextlib
 import os
+import struct
+import sys
+import zlib
 
 import numpy as np
+import rawpy
 from PIL import Image
+from pidng.core import RAW2DNG
+from pidng.defs import DNGVersion, PhotometricInterpretation
+from pidng.dng import DNGTags, Tag
 
+import utils
 from utils import UserError, atomic_path
 
 RAW_SCALE = 4.0 * 255.0     # Zurich values are divided by 1020, not 1023
 ZURICH_MAX_VALUE = 1023     # 10-bit sensor
-# (row, col) inside the 2x2 cell of each packed channel, in the order B, Gb, R, Gr.
-PACKED_CHANNEL_OFFSETS = ((1, 1), (0, 1), (0, 0), (1, 0))
+ZURICH_CELL = {'R': (0, 0), 'Gb': (0, 1), 'Gr': (1, 0), 'B': (1, 1)}   # (row, col) in the 2x2 Bayer cell
+PACKED_CHANNELS = ('B', 'Gb', 'R', 'Gr')      # PyNET's four input channels, in order
+PACKED_CHANNEL_OFFSETS = tuple(ZURICH_CELL[site] for site in PACKED_CHANNELS)
 
 Image.MAX_IMAGE_PIXELS = None   # full-resolution photos are large by design
 
@@ -68,16 +76,6 @@ def pack_raw(mosaic):
     return bayer_planes(mosaic).astype(np.float32) / RAW_SCALE
 
 
-def unpack_raw(packed):
-    """Inverse of pack_raw: float [H/2, W/2, 4] -> uint16 mosaic [H, W]."""
-    assert packed.ndim == 3 and packed.shape[-1] == 4, packed.shape
-    height, width = packed.shape[0] * 2, packed.shape[1] * 2
-    mosaic = np.zeros((height, width), np.uint16)
-    for channel, (r, c) in enumerate(PACKED_CHANNEL_OFFSETS):
-        mosaic[r::2, c::2] = np.round(packed[..., channel] * RAW_SCALE).astype(np.uint16)
-    return mosaic
-
-
 def to_uint(image01, bits=8):
     """Float image in [0, 1] (clipped, never rescaled) -> uint8 or uint16."""
     top = (1 << bits) - 1
@@ -105,8 +103,6 @@ def save_image(path, image01, bits=8, quality=95):
 def _write_png16_rgb(path, rgb16):
     # Pillow (and imageio, which goes through it) cannot write 16-bit RGB PNGs: write the chunks
     # directly (IHDR with bit depth 16 and colour type 2, one zlib IDAT of unfiltered rows).
-    import struct
-    import zlib
     height, width, channels = rgb16.shape
     assert channels == 3 and rgb16.dtype == np.uint16, (rgb16.shape, rgb16.dtype)
     rows = np.ascontiguousarray(rgb16, dtype='>u2').reshape(height, width * 3).view(np.uint8)
@@ -155,9 +151,6 @@ def write_dng(path, mosaic, cfa_pattern='RGGB', black_level=64, white_level=1023
     `default_crop` (x, y, width, height) writes DefaultCropOrigin/DefaultCropSize. `capture_time`
     ('YYYY:MM:DD HH:MM:SS', EXIF's form) writes DateTimeOriginal and DateTime.
     """
-    from pidng.core import RAW2DNG
-    from pidng.defs import DNGVersion, PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
     mosaic = np.ascontiguousarray(mosaic, dtype=np.uint16)
     height, width = mosaic.shape
     blacks = [black_level] * 4 if np.isscalar(black_level) else list(black_level)
@@ -222,9 +215,11 @@ FLIP_TO_EXIF_ORIENTATION = {flip: exif for exif, flip in EXIF_ORIENTATION_TO_FLI
 EXIF_ORIENTATION_TAG = 0x0112
 
 
-def is_camera_raw_path(path):
-    """True for file names with a camera RAW extension (.dng, .cr2, .nef, ...)."""
-    return os.path.splitext(path)[1].lower() in CAMERA_RAW_EXTENSIONS
+def raw_files(folder, extensions=RAW_IMAGE_EXTENSIONS):
+    """Files of `folder` (not recursive) with one of `extensions`, sorted; hidden and temporary files skipped."""
+    names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
+    return [os.path.join(folder, n) for n in names
+            if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
 
 
 def apply_flip(image, flip):
@@ -255,7 +250,6 @@ def crop_to_even(mosaic, path='', note=None):
 
 def _note(note, message):
     if note is None:
-        import sys
         print('note: ' + message, file=sys.stderr)
     else:
         note('note: ' + message)
@@ -292,26 +286,6 @@ def check_levels(black_level, white_level, what='black_level/white_level'):
                                              ZURICH_BLACK_LEVEL, ZURICH_WHITE_LEVEL))
 
 
-@contextlib.contextmanager
-def _libraw_stderr():
-    """Catches what LibRaw prints on file descriptor 2 (e.g. 'Unexpected end of file') into a list of lines."""
-    import sys
-    import tempfile
-    lines = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode='w+b') as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode('utf-8', 'replace')
-            lines.extend(l.split(': ', 1)[-1].strip() for l in text.splitlines() if l.strip())
-
-
 def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHITE_LEVEL,
                     camera_black_level=None, camera_white_level=None, note=None):
     """A camera RAW file (DNG, CR2, NEF, ... as LibRaw reads it) -> (uint16 Zurich mosaic [H, W], flip).
@@ -322,11 +296,10 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
     are mapped onto black_level/white_level. `flip` is LibRaw's orientation code: apply_flip() it to
     the rendered photo.
     """
-    import rawpy
     check_levels(black_level, white_level)
     if not os.path.isfile(path):
         raise UserError('camera RAW file %s not found' % path)
-    with _libraw_stderr() as said:
+    with utils.captured_stderr() as said:      # what LibRaw prints, e.g. 'photo.dng: Unexpected end of file'
         try:
             with rawpy.imread(path) as raw:
                 flat = raw.raw_type == rawpy.RawType.Flat
@@ -345,7 +318,7 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
         else:
             error = None
     if error is not None:
-        detail = '; '.join(dict.fromkeys([error] + said))
+        detail = '; '.join(dict.fromkeys([error] + [line.split(': ', 1)[-1] for line in said]))
         raise UserError('cannot read %s (%s): the file is damaged, truncated or not a camera RAW file'
                         % (path, detail))
 

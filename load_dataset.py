@@ -6,13 +6,13 @@ values) next to <dataset_dir>/<train|test>/canon/<i>.jpg (the aligned DSLR photo
 
 Patches travel as their stored samples (uint16 Bayer planes, uint8 photos) and become
 float32 only inside the graph, so host memory holds a few batches, whatever train_size is.
-Importing this module does not import TensorFlow: file checks answer at once.
 """
 
 import os
 import re
 
 import numpy as np
+import tensorflow as tf2
 from PIL import Image
 
 import image_io
@@ -23,7 +23,6 @@ RGB_FOLDER = 'canon'
 SPLITS = ('train', 'test')
 MOSAIC_MULTIPLE = 32      # PyNET needs the packed side divisible by 16
 RESAMPLE_EVERY = 1000     # iterations between two draws of the train_size subset (published)
-NUM_LEVELS = 6
 
 
 # ----------------------------------------------------------------------------------------
@@ -124,26 +123,6 @@ def read_patch(raw_path, rgb_path, side, level):
     return image_io.bayer_planes(mosaic), photo
 
 
-def augment(planes, target, rotations, flip):
-    """Rotates both by rotations*90 degrees, then flips both upside down if flip."""
-    planes, target = np.rot90(planes, rotations), np.rot90(target, rotations)
-    if flip:
-        planes, target = planes[::-1], target[::-1]
-    return np.ascontiguousarray(planes), np.ascontiguousarray(target)
-
-
-def read_subset(pairs, side, level, indices, augmentation=None):
-    """Reads the patches at `indices` into two stacked uint arrays (tests, small evaluations)."""
-    planes, targets = [], []
-    for n, i in enumerate(indices):
-        p, t = read_patch(*pairs[i], side, level)
-        if augmentation is not None:
-            p, t = augment(p, t, *augmentation[n])
-        planes.append(p)
-        targets.append(t)
-    return np.stack(planes), np.stack(targets)
-
-
 # ----------------------------------------------------------------------------------------
 # tf.data pipelines
 
@@ -169,7 +148,6 @@ def user_error(op_error):
 
 def _decode(pairs, side, level):
     """A tf.data map function: (index, rotations, flip) -> (uint16 planes, uint8 target), augmented."""
-    import tensorflow as tf2
     load, t = _loader(pairs, side, level), target_side(side, level)
 
     def decode(index, rotations, flip):
@@ -184,9 +162,8 @@ def _decode(pairs, side, level):
 
 
 def _dihedral(image, which):
-    """augment()'s rotation (which // 2 quarter turns) and flip (which % 2) of [H, W, C] as one
+    """np.rot90 by which // 2 quarter turns, then an upside-down flip if which % 2, of [H, W, C], as one
     transpose and/or reverse: a single copy, and only the branch taken runs."""
-    import tensorflow as tf2
     t = lambda x: tf2.transpose(x, [1, 0, 2])
     r = lambda x, axes: tf2.reverse(x, axes)
     branches = [lambda: image, lambda: r(image, [0]),                  # 0 turns, then flipped
@@ -197,7 +174,6 @@ def _dihedral(image, which):
 
 
 def _options(threads):
-    import tensorflow as tf2
     options = tf2.data.Options()
     options.deterministic = True        # the same seed gives the same batches in the same order
     if threads:
@@ -214,7 +190,6 @@ def train_picks(n, batch_size, train_size, num_iterations, seed=0, first_iterati
     from that subset. Every draw is a pure function of (seed, iteration), so the stream can
     start at any iteration and then matches an uninterrupted run.
     """
-    import tensorflow as tf2
     train_size = min(train_size, n)
     assert batch_size > 0 and train_size > 0 and resample_every > 0
     # Separate random streams for the subset, the picks, the rotations and the flips.
@@ -246,7 +221,6 @@ def train_dataset(pairs, side, level, batch_size, train_size, num_iterations, se
     shard=(worker, workers): only this worker's slice of every batch of batch_size is read
     (multi-worker training), so the workers together see exactly the one-process batches.
     """
-    import tensorflow as tf2
     worker, workers = shard
     assert 0 <= worker < workers and batch_size % workers == 0, (shard, batch_size)
     dataset = train_picks(len(pairs), batch_size, train_size, num_iterations, seed, first_iteration,
@@ -262,7 +236,6 @@ def train_dataset(pairs, side, level, batch_size, train_size, num_iterations, se
 
 def test_dataset(pairs, side, level, batch_size, threads=None):
     """The patches in order, unaugmented, in batches of batch_size (the last one may be smaller)."""
-    import tensorflow as tf2
     zero = tf2.constant(0, tf2.int64)
     dataset = tf2.data.Dataset.range(len(pairs)).map(lambda i: (i, zero, zero))
     dataset = dataset.map(_decode(pairs, side, level), num_parallel_calls=tf2.data.AUTOTUNE)
@@ -271,6 +244,5 @@ def test_dataset(pairs, side, level, batch_size, threads=None):
 
 def to_float(planes, target):
     """Graph ops: uint16 planes -> packed RAW / 1020 and uint8 target -> [0, 1], both float32."""
-    import tensorflow as tf2
     return (tf2.cast(planes, tf2.float32) / image_io.RAW_SCALE,
             tf2.cast(target, tf2.float32) / 255.0)

@@ -1,6 +1,7 @@
 """Every loss and metric of PyNET: the per-level training losses, the VGG-19 content loss,
 MSE, PSNR, SSIM and MS-SSIM. Images are float32 [B, H, W, 3] in [0, 1] (graph ops)."""
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 # Loss weights per level: (mse, content, 1 - SSIM), as published.
@@ -11,6 +12,7 @@ SSIM_FILTER = 11                 # tf.image.ssim's default window
 # tf.image.ssim_multiscale halves the image 4 times (rounding up) and needs the filter to fit
 # at the smallest scale: ceil(side / 16) >= 11.
 MS_SSIM_MIN_SIDE = 16 * (SSIM_FILTER - 1) + 1
+PERFECT_MSE = 1e-20              # PSNR gives 200 dB, not infinity, for an identical image
 
 
 def mse(output, target):
@@ -24,8 +26,11 @@ def per_image_mse(output, target):
 
 
 def psnr(mse_value):
-    """PSNR in dB for images in [0, 1]: 20 * log10(1 / sqrt(mse))."""
-    return -10.0 * tf.log(mse_value) / tf.log(10.0)
+    """PSNR in dB of images in [0, 1] from their MSE, 10 * log10(1 / mse): a graph op on a tensor,
+    numpy on numbers; an MSE below PERFECT_MSE (an identical image) counts as PERFECT_MSE."""
+    if tf.is_tensor(mse_value):
+        return -10.0 * tf.log(tf.maximum(mse_value, PERFECT_MSE)) / np.log(10.0)
+    return -10.0 * np.log10(np.maximum(mse_value, PERFECT_MSE))
 
 
 def content_loss(vgg, output, target):

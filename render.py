@@ -30,32 +30,18 @@ zeroed, which is what SAME padding does; so every band equals the same rows of t
 graph, up to float rounding.
 """
 
-import ctypes
-import os
 import sys
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 
+import checkpoints
+import devices
+import mixed_precision
 import model
 import utils
 from utils import UserError
 
-# Memory: TensorFlow's oneDNN CPU allocator keeps every region it ever grew (a BFC pool), so a
-# render's peak is the sum of its stages' worst moments; the system allocator gives freed tensors
-# back. Must be set before TensorFlow makes its first allocation; a user's own setting wins.
-os.environ.setdefault('TF_ONEDNN_USE_SYSTEM_ALLOCATOR', '1')
-if os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'] == '1':
-    try:    # glibc: map blocks above 256 KiB directly, so that freeing them returns them to the system
-        _libc = ctypes.CDLL('libc.so.6')
-        _libc.mallopt(-3, 256 * 1024)       # M_MMAP_THRESHOLD
-        _libc.mallopt(-1, 1024 * 1024)      # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-import tensorflow.compat.v1 as tf  # noqa: E402  (after the allocator settings above)
-
-DEFAULT_TILE = 512          # a band holds about tile x tile packed pixels; 0 renders in one piece
-PRECISIONS = ('float32', 'bfloat16')
 LOW_SCALE = 2               # feature maps at S/4 and below are computed in one piece
 # bfloat16 against float32 as this project measured it (BENCHMARKS.md and its history), per CPU flag:
 # (speed-up of the published graph in one piece at 12 MP, PSNR against float32 on trained weights, machine).
@@ -481,11 +467,11 @@ class Renderer:
     `level` may be changed between render() calls.
     """
 
-    def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=DEFAULT_TILE,
+    def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=utils.DEFAULT_TILE,
                  instance_norm_level_1=False):
         if level not in utils.LEVELS:
             raise UserError('level=%s: must be one of %s' % (level, ', '.join(map(str, utils.LEVELS))))
-        if precision not in PRECISIONS:
+        if precision not in utils.RENDER_PRECISIONS:
             raise UserError('precision=%s: must be float32 or bfloat16' % precision)
         tile = int(tile or 0)
         if tile < 0 or 0 < tile < model.SIZE_MULTIPLE:
@@ -500,7 +486,7 @@ class Renderer:
             print('note: instance_norm_level_1 makes level 1 depend on the whole image; rendering in one piece',
                   file=sys.stderr)
             tile = 0
-        if use_gpu and not utils.gpu_available():
+        if use_gpu and not devices.gpu_available():
             use_gpu = False     # run on the CPU, as TensorFlow would do anyway
         self.level, self.precision, self.tile = level, precision, tile
         self.norms = {'instance_norm': True, 'instance_norm_level_1': instance_norm_level_1}
@@ -510,8 +496,9 @@ class Renderer:
         with self.graph.as_default():
             self.weights = model.create_weights(trainable=False, instance_norm_level_1=instance_norm_level_1)
             self.input = tf.placeholder(tf.float32, [1, None, None, model.INPUT_CHANNELS], name='packed_raw')
-        self.sess = tf.Session(graph=self.graph, config=utils.session_config(use_gpu, precision))
-        utils.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
+        config = mixed_precision.configure_session(devices.session_config(use_gpu), precision)
+        self.sess = tf.Session(graph=self.graph, config=config)
+        checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
         if tile:
             self._plan()        # graph building is paid here, once, not by the first photo
 

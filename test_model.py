@@ -13,7 +13,6 @@ import os
 import sys
 
 import image_io
-import render
 import utils
 from utils import Key, UserError
 
@@ -29,10 +28,10 @@ KEYS = {
     'input': Key(None, str, 'a RAW file or folder to render instead of the dataset (PNG, DNG, ...)'),
     'output_dir': Key('results/full-resolution/', str, 'where the photos are written'),
     'bits': Key(8, int, 'bits per channel of the PNGs written', choices=(8, 16)),
-    'tile': Key(render.DEFAULT_TILE, int, 'render in bands of rows of about tile x tile packed pixels (memory); '
+    'tile': Key(utils.DEFAULT_TILE, int, 'render in bands of rows of about tile x tile packed pixels (memory); '
                 'images up to that size, and tile=0, render in one piece'),
     'precision': Key('float32', str, 'float32, or bfloat16 (faster on CPUs with AMX/AVX512-BF16)',
-                     choices=render.PRECISIONS),
+                     choices=utils.RENDER_PRECISIONS),
     'instance_norm_level_1': Key(False, bool, 'the model was trained with instance norm on level 1'),
     'black_level': Key(image_io.ZURICH_BLACK_LEVEL, int, 'black level of the training sensor; camera files '
                        'are mapped onto it'),
@@ -50,24 +49,17 @@ def dataset_inputs(dataset_dir):
     if not existing:
         raise UserError('no full-resolution folder in %s (looked for %s): extract the dataset there, pass '
                         'dataset_dir=, or render other files with input=' % (dataset_dir, ' and '.join(folders)))
-    files = [p for f in existing for p in folder_files(f, ('.png',))]
+    files = [p for f in existing for p in image_io.raw_files(f, ('.png',))]
     if not files:
         raise UserError('no RAW PNG files in %s: put the full-resolution RAWs there or pass input='
                         % ' or '.join(existing))
     return files
 
 
-def folder_files(folder, extensions):
-    """Files of `folder` (not recursive) with one of `extensions`, sorted; hidden and temporary files skipped."""
-    names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
-    return [os.path.join(folder, n) for n in names
-            if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
-
-
 def given_inputs(path):
     """input=: one file (any extension) or the RAW files of a folder."""
     if os.path.isdir(path):
-        files = folder_files(path, image_io.RAW_IMAGE_EXTENSIONS)
+        files = image_io.raw_files(path)
         if not files:
             raise UserError('no RAW files in folder %s (Zurich .png or camera RAW: %s)'
                             % (path, ' '.join(image_io.CAMERA_RAW_EXTENSIONS[:6]) + ' ...'))
@@ -98,7 +90,10 @@ def main(argv):
     image_io.check_levels(config['black_level'], config['white_level'])
     if config['tile'] < 0:
         raise UserError('tile=%d: must be 0 (one piece) or a positive packed size' % config['tile'])
-    checkpoint, label = utils.find_checkpoint(config['models_dir'], level, config['restore_iter'], orig)
+    utils.import_tensorflow()
+    import checkpoints
+    import render
+    checkpoint, label = checkpoints.find_checkpoint(config['models_dir'], level, config['restore_iter'], orig)
     paths = given_inputs(config['input']) if config['input'] else dataset_inputs(config['dataset_dir'])
     suffix = 'orig' if label == 'orig' else 'iteration_%d' % label
     outputs = [os.path.join(config['output_dir'], '%s_level_%d_%s.png' % (name, level, suffix))
@@ -131,7 +126,7 @@ def main(argv):
                 photo = renderer.render(image_io.pack_raw(mosaic))
             except (MemoryError, ResourceExhaustedError):
                 lower = ('pass a smaller tile= (now %d)' % config['tile'] if config['tile'] else
-                         'render in bands with tile=%d (the default) or smaller' % render.DEFAULT_TILE)
+                         'render in bands with tile=%d (the default) or smaller' % utils.DEFAULT_TILE)
                 raise UserError('out of memory rendering %s: %s' % (path, lower))
             try:
                 image_io.save_image(output, image_io.apply_flip(photo, flip), config['bits'])

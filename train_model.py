@@ -12,13 +12,13 @@ output|target pictures go to <results_dir>, and the generator is saved to
 <models_dir>/pynet_level_<L>_iteration_<i>.ckpt (its optimiser state to
 <models_dir>/training_state/, TensorBoard summaries to <models_dir>/tensorboard/level_<L>/).
 
-Scale (distribute.py): resume=true continues a killed run from its last checkpoint;
-num_gpus=N mirrors the model over N GPUs; with TF_CONFIG set, each process is one worker of a
-multi-worker run; precision=mixed_float16|bfloat16 computes in 16 bits.
+Scale: resume=true continues a killed run from its last checkpoint (checkpoints.py);
+num_gpus=N mirrors the model over N GPUs, and with TF_CONFIG set each process is one worker of
+a multi-worker run (devices.py); precision=mixed_float16|bfloat16 computes in 16 bits
+(mixed_precision.py). TensorBoard summaries: summaries.py.
 """
 
 import os
-import sys
 
 import numpy as np
 
@@ -52,7 +52,6 @@ KEYS = {
 }
 USAGE = 'usage: python train_model.py level=<5..0> [key=value ...]'
 NUM_VISUALS = 4          # test patches shown in results/ at every evaluation
-LOG_FILE = 'logs.txt'
 
 
 # ----------------------------------------------------------------------------------------
@@ -75,17 +74,17 @@ def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False,
     Training metrics: loss, mse, psnr (of the batch's MSE), and content where the level's loss
     uses it. With evaluation=True: content at every level, psnr as the mean of the images'
     PSNRs, and at levels 0-1 MS-SSIM (or SSIM where the patches are too small for 5 scales).
-    precision: the generator's compute precision (distribute.py); losses are computed in float32.
+    precision: the generator's compute precision (mixed_precision.py); losses are computed in float32.
     """
-    import distribute
     import load_dataset
     import losses
+    import mixed_precision
     import model
     import tensorflow.compat.v1 as tf
     raw, target = load_dataset.to_float(planes, targets)
     weights = weights if weights is not None else model.PyNETWeights()
-    output = distribute.generator_outputs(raw, weights, precision, on_gpu, instance_norm=True,
-                                          instance_norm_level_1=False)[level]
+    output = mixed_precision.generator_outputs(raw, weights, precision, on_gpu, instance_norm=True,
+                                               instance_norm_level_1=False)[level]
     output.shape.assert_is_compatible_with(target.shape)
     mse = losses.mse(output, target)
     uses_content = losses.LEVEL_WEIGHTS[level][1] > 0
@@ -108,16 +107,11 @@ def build_loss(level, planes, targets, vgg_net, weights=None, precision='float32
 
 
 def make_optimizer(learning_rate, precision='float32'):
-    """Adam, as published (distribute.build_train_op applies it to the generator variables only),
+    """Adam, as published (devices.build_train_op applies it to the generator variables only),
     with dynamic loss scaling for float16."""
-    import distribute
+    import mixed_precision
     import tensorflow.compat.v1 as tf
-    return distribute.wrap_optimizer(tf.train.AdamOptimizer(learning_rate), precision)
-
-
-def make_train_op(loss, learning_rate, variables, precision='float32'):
-    """One-device training op: Adam on the generator variables only, as published."""
-    return make_optimizer(learning_rate, precision).minimize(loss, var_list=variables)
+    return mixed_precision.wrap_optimizer(tf.train.AdamOptimizer(learning_rate), precision)
 
 
 # ----------------------------------------------------------------------------------------
@@ -153,13 +147,13 @@ def log_line(level, iteration, train_loss, test):
     return 'level %d, iteration %d: train loss %.6g | test %s' % (level, iteration, train_loss, ', '.join(parts))
 
 
-def summarize(summaries, iteration, train_loss, test, visuals):
+def summarize(writer, iteration, train_loss, test, visuals):
     """TensorBoard: the training loss, every test metric and the output|target pictures."""
     values = {'train/loss': train_loss}
     values.update({'test/' + name: value for name, value in test.items()})
-    summaries.scalars(iteration, values)
-    summaries.images(iteration, 'test/output_target', [np.concatenate(pair, axis=1) for pair in zip(*visuals)])
-    summaries.flush()
+    writer.scalars(iteration, values)
+    writer.images(iteration, 'test/output_target', [np.concatenate(pair, axis=1) for pair in zip(*visuals)])
+    writer.flush()
 
 
 def save_visuals(results_dir, level, iteration, visuals):
@@ -188,8 +182,9 @@ def check_config(config):
 
 def init_checkpoint(path):
     """The checkpoint prefix init_checkpoint= names (the prefix or its .index file); it must exist."""
+    import checkpoints
     prefix = path[:-len('.index')] if path.endswith('.index') else path
-    if not utils.checkpoint_exists(prefix):
+    if not checkpoints.checkpoint_exists(prefix):
         raise UserError('init_checkpoint=%s: no checkpoint there (%s.index not found); give the prefix of a '
                         'PyNET checkpoint, e.g. models/original/pynet_level_0.ckpt' % (path, prefix))
     return prefix
@@ -202,17 +197,25 @@ def main(argv):
         config['num_train_iters'] = LEVEL_ITERATIONS[level]
     check_config(config)
     num_iters, eval_step, models_dir = config['num_train_iters'], config['eval_step'], config['models_dir']
-    import distribute
-    cluster = distribute.read_cluster()
-    start_iteration = distribute.resume_point(models_dir, level)[0] if config['resume'] else 0
+    utils.import_tensorflow()
+    import tensorflow.compat.v1 as tf
+    import checkpoints
+    import devices
+    import load_dataset
+    import losses
+    import mixed_precision
+    import model
+    import summaries
+    import vgg
+    cluster = devices.read_cluster()
+    logical_cpus = devices.cpu_replica_devices()      # before TensorFlow's runtime starts
+    start_iteration = checkpoints.resume_point(models_dir, level)[0] if config['resume'] else 0
     if start_iteration >= num_iters:
         print('level %d is already trained to iteration %d (num_train_iters=%d): nothing to resume'
               % (level, start_iteration, num_iters))
         return 0
 
-    # Everything that can be wrong with the user's files is checked before TensorFlow starts.
-    import load_dataset
-    import vgg
+    # Everything that can be wrong with the user's files is checked before the graph is built.
     train_pairs = load_dataset.list_pairs(config['dataset_dir'], 'train')
     test_pairs = load_dataset.list_pairs(config['dataset_dir'], 'test')
     side = load_dataset.patch_side(train_pairs)
@@ -222,20 +225,15 @@ def main(argv):
     if config['init_checkpoint'] is not None and not start_iteration:     # fine-tuning
         start_from = init_checkpoint(config['init_checkpoint'])
     elif level < 5 and not start_iteration:       # level L continues from level L+1's weights
-        start_from = utils.find_checkpoint(models_dir, level + 1, config['restore_iter'])[0]
+        start_from = checkpoints.find_checkpoint(models_dir, level + 1, config['restore_iter'])[0]
     target_side = load_dataset.target_side(side, level)
     if config['train_size'] > len(train_pairs):
         print('train_size=%d: the dataset has %d training patches; using all of them'
               % (config['train_size'], len(train_pairs)))
-
-    import losses
-    import model
-    import tensorflow.compat.v1 as tf
-    devices = distribute.cpu_replica_devices()      # before TensorFlow's runtime starts
     if level in losses.MS_SSIM_LEVELS and not losses.ms_ssim_fits(target_side):
         print('note: ' + losses.ms_ssim_note(target_side))
-    precision = distribute.check_precision(config['precision'], config['use_gpu'])
-    on_gpu = config['use_gpu'] and utils.gpu_available()
+    precision = mixed_precision.check_precision(config['precision'], config['use_gpu'])
+    on_gpu = config['use_gpu'] and devices.gpu_available()
     if precision == 'mixed_float16' and not on_gpu:
         print('note: float16 runs slowly on a CPU; it is meant for GPUs (bfloat16 suits CPUs with AMX)')
 
@@ -243,7 +241,7 @@ def main(argv):
     # Replicas: one device, num_gpus local GPUs (MirroredStrategy), or the workers of TF_CONFIG.
     graph = tf.Graph()
     with graph.as_default():
-        dist = distribute.Distribution(config['num_gpus'], config['use_gpu'], cluster, devices=devices)
+        dist = devices.Distribution(config['num_gpus'], config['use_gpu'], cluster, devices=logical_cpus)
         dist.check_batch(config['batch_size'])
         tf.set_random_seed(config['seed'])
         with dist.scope():
@@ -251,7 +249,7 @@ def main(argv):
             optimizer = make_optimizer(config['learning_rate'], precision)
         train_iterator = tf.data.make_initializable_iterator(input_pipeline(
             train_pairs, side, level, config, start_iteration, (dist.worker_index, dist.num_workers)))
-        train_op, train_metrics = distribute.build_train_op(
+        train_op, train_metrics = devices.build_train_op(
             dist, lambda planes, targets: build_loss(level, planes, targets, vgg_net, weights, precision, on_gpu),
             train_iterator.get_next(), optimizer, weights.in_creation_order)
         generator_vars = weights.in_creation_order()
@@ -262,7 +260,7 @@ def main(argv):
             level, *test_iterator.get_next(), vgg_net, weights, evaluation=True, precision=precision,
             on_gpu=on_gpu)
         test_metrics['count'] = tf.shape(test_output)[0]
-        checkpoints = distribute.Checkpoints(models_dir, level, generator_vars, dist.is_chief)
+        level_checkpoints = checkpoints.Checkpoints(models_dir, level, generator_vars, dist.is_chief)
         init_all = tf.global_variables_initializer()
         # When the generator is restored, drawing its 47M random initial values would be wasted.
         restored = {v.op.name for v in generator_vars}
@@ -271,24 +269,24 @@ def main(argv):
     print('level %d: %d iterations of batch %d on %d training patches (%dx%d mosaics), %d test patches; %s%s'
           % (level, num_iters, config['batch_size'], len(train_pairs), side, side, len(test_pairs),
              dist.describe(), '' if precision == 'float32' else ', ' + precision))
-    session_config = distribute.precision_session_config(utils.session_config(config['use_gpu']), precision,
-                                                         on_gpu)
+    session_config = mixed_precision.configure_session(devices.session_config(config['use_gpu']), precision,
+                                                       on_gpu)
     with graph.as_default(), dist.session(session_config) as sess:
         sess.run(train_iterator.initializer)
         if start_iteration:
             sess.run(init_all)     # every worker runs the same initialisers (they synchronise)
-            checkpoints.resume(sess)
-            print('resuming from %s' % utils.checkpoint_path(models_dir, level, start_iteration))
+            level_checkpoints.resume(sess)
+            print('resuming from %s' % checkpoints.checkpoint_path(models_dir, level, start_iteration))
         elif start_from and not dist.cluster:
             sess.run(init_optimizer)
-            utils.restore_variables(sess, generator_vars, start_from)
+            checkpoints.restore_variables(sess, generator_vars, start_from)
             print('starting from %s' % start_from)
         else:
             sess.run(init_all)
             if start_from:
-                utils.restore_variables(sess, generator_vars, start_from)
+                checkpoints.restore_variables(sess, generator_vars, start_from)
             print('starting from %s' % (start_from or 'random weights'))
-        summaries = distribute.SummaryWriter(models_dir, level, resume_from=start_iteration or None) \
+        summary_writer = summaries.SummaryWriter(models_dir, level, resume_from=start_iteration or None) \
             if dist.is_chief else None
 
         # -- the training loop
@@ -307,10 +305,10 @@ def main(argv):
                     line = log_line(level, iteration, train_loss, test)
                     bar.write(line)
                     save_visuals(config['results_dir'], level, iteration, visuals)
-                    summarize(summaries, iteration, train_loss, test, visuals)
-                    # Optimiser state, then the checkpoint, then the log line: a kill at any
-                    # moment leaves the last committed iteration to resume from.
-                    checkpoints.save(sess, iteration, line, os.path.join(models_dir, LOG_FILE))
+                    summarize(summary_writer, iteration, train_loss, test, visuals)
+                    # Optimiser state, then the checkpoint, then the line in logs.txt: a kill at
+                    # any moment leaves the last committed iteration to resume from.
+                    level_checkpoints.save(sess, iteration, line)
                     train_losses = []
         except tf.errors.OpError as error:
             found = load_dataset.user_error(error)     # a damaged patch met on the way
@@ -319,10 +317,10 @@ def main(argv):
             raise found from None
         finally:
             bar.close()
-            if summaries is not None:
-                summaries.close()
+            if summary_writer is not None:
+                summary_writer.close()
     if dist.is_chief:
-        print('saved %s' % utils.checkpoint_path(models_dir, level, num_iters))
+        print('saved %s' % checkpoints.checkpoint_path(models_dir, level, num_iters))
 
 
 if __name__ == '__main__':

@@ -1,71 +1,28 @@
-"""Shared plumbing for every script: key=value arguments, one-line errors, checkpoint
-naming and restoring, atomic writes, TensorFlow session settings, progress bars.
+"""Shared plumbing for every script: key=value arguments, one-line errors, atomic and durable
+writes, C libraries' stderr, the quiet TensorFlow import, progress bars.
 
-Importing this module does not import TensorFlow, so `python <script>.py help` and
-argument errors answer at once.
+This module does not import TensorFlow: a script parses its arguments first, so that
+`python <script>.py help` and argument errors answer at once, then calls import_tensorflow()
+before it imports the modules that need TensorFlow.
 """
 
 import contextlib
-import glob
-import importlib.abc
-import importlib.util
 import os
 import re
+import subprocess
 import sys
 import tempfile
 
-# Quieten TensorFlow's C++ start-up chatter; a user may still override it.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Sends file descriptor 2 to /dev/null for the block (C++ logs that bypass Python)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes the first `import tensorflow` silent on stderr.
-
-    TensorFlow's C++ layer prints oneDNN and CUDA notices while importing, before it reads
-    TF_CPP_MIN_LOG_LEVEL; they would turn every one-line error into several lines.
-    """
-
-    def find_spec(self, name, path, target=None):
-        if name != 'tensorflow' or self not in sys.meta_path:
-            return None
-        sys.meta_path.remove(self)
-        with quiet_native_stderr():
-            self.module = importlib.import_module(name)
-            # Probing for GPUs now keeps CUDA's 'failed call to cuInit' off stderr later.
-            self.module.config.list_physical_devices('GPU')
-        self.spec = self.module.__spec__
-        return importlib.util.spec_from_loader(name, self)
-
-    def create_module(self, spec):
-        return self.module
-
-    def exec_module(self, module):
-        module.__spec__ = self.spec     # the real spec, not this stand-in's
-
-
-if os.environ['TF_CPP_MIN_LOG_LEVEL'] != '0' and 'tensorflow' not in sys.modules:
-    sys.meta_path.insert(0, _QuietTensorFlowImport())
+from tqdm import tqdm
 
 DEFAULT_MODELS_DIR = 'models/'
 DEFAULT_DATASET_DIR = 'raw_images/'
 DEFAULT_VGG_PATH = 'vgg_pretrained/imagenet-vgg-verydeep-19.mat'
-ORIGINAL_CHECKPOINT = 'original/pynet_level_0.ckpt'   # under the models folder
 LEVELS = (0, 1, 2, 3, 4, 5)
+# Rendering (render.py), here so that scripts list them before TensorFlow loads: bands of about
+# DEFAULT_TILE x DEFAULT_TILE packed pixels (0: one piece), in one of RENDER_PRECISIONS.
+DEFAULT_TILE = 512
+RENDER_PRECISIONS = ('float32', 'bfloat16')
 
 
 class UserError(Exception):
@@ -155,7 +112,7 @@ def run_main(main):
 
 
 # ----------------------------------------------------------------------------------------
-# files written atomically
+# files written atomically or durably
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -176,124 +133,99 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def sync_to_disk(path):
+    """Waits until a file's contents, or a folder's list of names, are on disk (fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def append_line(path, line):
     """Appends one whole line and flushes it to disk, so a crash never leaves half a line."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    created = not os.path.exists(path)
     with open(path, 'a') as f:
         f.write(line.rstrip('\n') + '\n')
         f.flush()
         os.fsync(f.fileno())
+    if created:
+        sync_to_disk(folder)     # the new file's name
 
 
 # ----------------------------------------------------------------------------------------
-# checkpoints: naming, finding, saving, restoring
+# what C and C++ libraries print, and the quiet TensorFlow import
 
-def checkpoint_path(models_dir, level, iteration):
-    """models/pynet_level_<L>_iteration_<i>.ckpt"""
-    return os.path.join(models_dir, 'pynet_level_%d_iteration_%d.ckpt' % (level, iteration))
-
-
-def original_checkpoint_path(models_dir):
-    """models/original/pynet_level_0.ckpt, where the published model goes."""
-    return os.path.join(models_dir, ORIGINAL_CHECKPOINT)
-
-
-def checkpoint_exists(path):
-    # A checkpoint is complete once its .index exists: saving renames the index last.
-    return os.path.exists(path + '.index')
-
-
-def saved_iterations(models_dir, level):
-    """Iterations with a complete checkpoint for `level`, ascending."""
-    pattern = os.path.join(models_dir, 'pynet_level_%d_iteration_*.ckpt.index' % level)
-    found = []
-    for index in glob.glob(pattern):
-        match = re.search(r'_iteration_(\d+)\.ckpt\.index$', index)
-        if match:
-            found.append(int(match.group(1)))
-    return sorted(found)
-
-
-def find_checkpoint(models_dir, level, restore_iter=None, orig=False):
-    """(path, label) of the checkpoint to load; label is the iteration or 'orig'."""
-    if orig:
-        path = original_checkpoint_path(models_dir)
-        if not checkpoint_exists(path):
-            raise UserError('published model not found at %s.index: download it as the README says '
-                            'and put it into %s' % (path, os.path.dirname(path) + '/'))
-        return path, 'orig'
-    if restore_iter is None:
-        iterations = saved_iterations(models_dir, level)
-        if not iterations:
-            raise UserError('no checkpoint of level %d in %s: train that level first '
-                            '(python train_model.py level=%d) or pass models_dir=' % (level, models_dir, level))
-        restore_iter = iterations[-1]
-    path = checkpoint_path(models_dir, level, restore_iter)
-    if not checkpoint_exists(path):
-        have = saved_iterations(models_dir, level)
-        raise UserError('checkpoint %s not found; saved iterations of level %d: %s'
-                        % (path, level, ', '.join(map(str, have)) or 'none'))
-    return path, restore_iter
-
-
-def restore_variables(sess, variables, path):
-    """Restores `variables` from the checkpoint at `path`, checking names and shapes first."""
-    import tensorflow.compat.v1 as tf
+@contextlib.contextmanager
+def redirected_stderr(fd):
+    """Points file descriptor 2, where C and C++ libraries write (bypassing sys.stderr), at `fd` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fd, 2)
     try:
-        stored = dict(tf.train.list_variables(path))
-    except Exception as error:  # corrupt or unreadable files
-        raise UserError('cannot read checkpoint %s (%s): it is damaged or not a TensorFlow checkpoint'
-                        % (path, str(error).splitlines()[0][:120]))
-    for var in variables:
-        name = var.op.name
-        if name not in stored:
-            raise UserError('checkpoint %s has no variable %s: it was not saved from this PyNET graph'
-                            % (path, name))
-        if list(stored[name]) != var.shape.as_list():
-            raise UserError('checkpoint %s: %s has shape %s, the graph needs %s: it is from another model'
-                            % (path, name, list(stored[name]), var.shape.as_list()))
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Catches what is written on file descriptor 2 in the block; yields a list that receives its lines after it."""
+    lines = []
+    with tempfile.TemporaryFile() as capture:
+        try:
+            with redirected_stderr(capture.fileno()):
+                yield lines
+        finally:
+            capture.seek(0)
+            text = capture.read().decode('utf-8', 'replace')
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+# The process that holds TensorFlow's start-up output: it shows it unless the output ends with
+# _LOADED, which import_tensorflow() adds once the import has succeeded.
+_LOADED = b'\n[tensorflow loaded]\n'
+_KEEPER = 'import sys; text = sys.stdin.buffer.read(); text.endswith(%r) or sys.stderr.buffer.write(text)' % _LOADED
+
+
+def import_tensorflow():
+    """Imports TensorFlow with its C++ start-up notices held back; returns the tensorflow module.
+
+    While it loads, TensorFlow's C++ layer prints CUDA, CPU-feature and oneDNN notices before it
+    reads TF_CPP_MIN_LOG_LEVEL; they would turn every one-line error into several lines. A helper
+    process keeps them and shows them after all unless the import succeeds, so a failure while
+    TensorFlow loads (an ImportError, a missing CUDA library, an abort of the whole process)
+    still reaches the user. Call it before importing any module that imports TensorFlow.
+    TF_CPP_MIN_LOG_LEVEL=0 shows everything.
+    """
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if 'tensorflow' in sys.modules or os.environ['TF_CPP_MIN_LOG_LEVEL'] == '0':
+        import tensorflow
+        return tensorflow
+    read_end, write_end = os.pipe()
+    keeper = subprocess.Popen([sys.executable, '-c', _KEEPER], stdin=read_end)
+    os.close(read_end)
+    loaded = False
     try:
-        with sess.graph.as_default():    # a Saver must be built in its variables' graph
-            tf.train.Saver(var_list=variables).restore(sess, path)
-    except tf.errors.OpError as error:   # e.g. a truncated .data file
-        raise UserError('cannot restore checkpoint %s (%s): it is damaged; save or download it again'
-                        % (path, error.message.splitlines()[0][:120]))
-
-
-def save_variables(sess, saver, path):
-    """Saves a checkpoint under a temporary prefix, then renames data first and index last."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_prefix = os.path.join(folder, '.tmp-%d-%s' % (os.getpid(), os.path.basename(path)))
-    saver.save(sess, tmp_prefix, write_meta_graph=False, write_state=False)
-    written = glob.glob(glob.escape(tmp_prefix) + '.*')
-    for tmp in sorted(written, key=lambda p: p.endswith('.index')):
-        os.replace(tmp, path + tmp[len(tmp_prefix):])
-    return path
+        with redirected_stderr(write_end):
+            import tensorflow
+            # Probing for GPUs now keeps CUDA's 'failed call to cuInit' off stderr later.
+            tensorflow.config.list_physical_devices('GPU')
+        loaded = True
+    finally:
+        if loaded:
+            os.write(write_end, _LOADED)
+        os.close(write_end)
+        keeper.wait()
+    return tensorflow
 
 
 # ----------------------------------------------------------------------------------------
-# TensorFlow sessions
-
-def gpu_available():
-    import tensorflow as tf2
-    with quiet_native_stderr():     # CUDA's 'failed call to cuInit' on machines without a GPU
-        return bool(tf2.config.list_physical_devices('GPU'))
-
-
-def session_config(use_gpu=True, precision='float32'):
-    """A ConfigProto for CPU or GPU and float32 or bfloat16 (oneDNN auto mixed precision)."""
-    import tensorflow.compat.v1 as tf
-    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
-    config = tf.ConfigProto(allow_soft_placement=True)
-    if not use_gpu:
-        config.device_count['GPU'] = 0
-    else:
-        config.gpu_options.allow_growth = True
-    if precision == 'bfloat16':
-        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
-    return config
-
+# the CPU's bfloat16, progress bars
 
 def cpu_bfloat16_flag():
     """The CPU flag that gives oneDNN native bfloat16: 'amx_bf16' (preferred) or 'avx512_bf16'; None without."""
@@ -312,6 +244,6 @@ def cpu_supports_bfloat16():
 
 def progress(iterable=None, total=None, desc='', unit='it', **kwargs):
     """A tqdm progress bar on stderr."""
-    from tqdm import tqdm
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
                 mininterval=0.5, file=sys.stderr, **kwargs)
+

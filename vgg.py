@@ -3,11 +3,16 @@
 The file is read with scipy by the field names of its layer records, so both published
 layouts load (the older "beta16" one and the newer one with `meta`). Only the layers up to
 `relu5_4` are used; their weights become graph constants (never trained).
+
+write_random_vgg() writes a file of the same structure with random weights and few channels:
+the demo trains with it when the real file is absent, and the tests use it.
 """
 
 import os
 
 import numpy as np
+import scipy.io
+import tensorflow.compat.v1 as tf
 
 from utils import UserError
 
@@ -55,7 +60,6 @@ def _field(record, name, path, layer):
 
 def load_weights(path):
     """[(name, kernel [h, w, in, out] float32 or None, bias [out] or None)] up to relu5_4, checked."""
-    import scipy.io
     if not os.path.isfile(path):
         raise UserError('VGG-19 weights %s not found: %s' % (path, GET_IT))
     try:
@@ -107,7 +111,6 @@ class VGG19:
 
     def features(self, images01):
         """relu5_4 features of RGB images [B, H, W, 3] in [0, 1] (any H, W)."""
-        import tensorflow.compat.v1 as tf
         if self._constants is None:      # built on first use, shared by every later call
             with tf.name_scope('vgg19_weights'):
                 self._constants = [(n, k if k is None else tf.constant(k, name=n + '_kernel'),
@@ -123,3 +126,91 @@ class VGG19:
             else:
                 x = tf.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding='SAME')
         return x
+
+
+# ----------------------------------------------------------------------------------------
+# a VGG-19 file with random weights
+
+# The layers of the file after relu5_4 (VGG-19's classifier), as MatConvNet stores them.
+HEAD = (('pool5', 'pool'), ('fc6', 'conv'), ('relu6', 'relu'), ('fc7', 'conv'), ('relu7', 'relu'),
+        ('fc8', 'conv'), ('prob', 'softmax'))
+
+
+def _cell(*items):
+    """A MATLAB 1xN cell array."""
+    cell = np.empty((1, len(items)), dtype=object)
+    for i, item in enumerate(items):
+        cell[0, i] = item
+    return cell
+
+
+def _record(layout, name, kind, kernel=None, bias=None):
+    """One layer record (a dict scipy writes as a MATLAB struct) in the given layout; kernels (w, h, in, out)."""
+    beta16 = layout == 'beta16'
+    record = {'name': name, 'type': kind}
+    if kind == 'conv':
+        record['weights'] = _cell(kernel.astype(np.float32), bias.astype(np.float32))
+        record['pad'] = np.ones((1, 4)) if kernel.shape[0] == 3 else np.zeros((1, 4))
+        record['stride'] = np.ones((1, 2))
+        if not beta16:
+            record.update(size=np.array([kernel.shape], float), dilate=1.0, opts=_cell())
+    elif kind == 'relu' and not beta16:
+        record['leak'] = 0.0
+    elif kind == 'pool':
+        record.update(method='max', pool=np.full((1, 2), 2.0), stride=np.full((1, 2), 2.0), pad=np.zeros((1, 4)))
+        if not beta16:
+            record['opts'] = _cell()
+    if not beta16:
+        record['precious'] = False
+    return record
+
+
+def random_layer_records(layout='beta16', widths=(4, 4, 6, 6, 8), seed=0):
+    """The 43 layer records of a VGG-19 with random weights and `widths` channels in blocks 1-5.
+
+    layout: 'beta16' (the older published file) or 'new' (the newer one, with `meta`).
+    """
+    assert layout in ('beta16', 'new'), layout
+    rng = np.random.default_rng(seed)
+    records, channels = [], 3
+    for name in LAYERS:
+        kind = _kind(name)
+        if kind != 'conv':
+            records.append(_record(layout, name, kind))
+            continue
+        width = widths[int(name[4]) - 1]
+        # He-like scale keeps activations alive through 16 layers of a tiny network.
+        kernel = rng.normal(0, np.sqrt(2.0 / (9 * channels)), (3, 3, channels, width))
+        records.append(_record(layout, name, kind, kernel, rng.normal(0, 0.1, (width, 1))))
+        channels = width
+    for name, kind in HEAD:
+        if kind == 'conv':
+            out, size = (5 if name == 'fc8' else 7), (7 if name == 'fc6' else 1)
+            records.append(_record(layout, name, kind, rng.normal(0, 0.1, (size, size, channels, out)),
+                                   np.zeros((1, out))))
+            channels = out
+        else:
+            records.append(_record(layout, name, kind))
+    assert len(records) == 43
+    return records
+
+
+def write_vgg_mat(path, records, layout='beta16'):
+    """Writes layer records as a MatConvNet VGG file in the given layout; returns path."""
+    content = {'layers': _cell(*records)}
+    average = np.array(MEAN_RGB)
+    if layout == 'beta16':
+        content['classes'] = {'name': _cell('a', 'b'), 'description': _cell('a', 'b')}
+        content['normalization'] = {'averageImage': average, 'imageSize': np.array([224.0, 224.0, 3.0])}
+    else:
+        content['meta'] = {'inputs': {'name': 'data', 'size': np.array([224.0, 224.0, 3.0, 10.0])},
+                           'normalization': {'averageImage': average}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    scipy.io.savemat(path, content)
+    return path
+
+
+def write_random_vgg(path, layout='beta16', widths=(4, 4, 6, 6, 8), seed=0):
+    """Writes a small imagenet-vgg-verydeep-19.mat with random weights (all 43 layers, VGG-19's names,
+    types and fields, `widths` channels); returns path."""
+    return write_vgg_mat(path, random_layer_records(layout, widths, seed), layout)

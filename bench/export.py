@@ -91,11 +91,13 @@ def stage_weights(cfg):
     if not os.path.isdir(os.path.join(p['dataset'], 'test', 'huawei_raw')):
         subprocess.run([sys.executable, os.path.join(REPO, 'make_synthetic_dataset.py'), 'output_dir=' + p['dataset'],
                         'train_patches=120', 'test_patches=16', 'seed=%d' % cfg['seed']], check=True)
-    if utils.saved_iterations(p['models'], 0):
-        print('weights: using', utils.find_checkpoint(p['models'], 0)[0])
-        return
     import tensorflow.compat.v1 as tf
+    import checkpoints
+    import devices
     import model
+    if checkpoints.saved_iterations(p['models'], 0):
+        print('weights: using', checkpoints.find_checkpoint(p['models'], 0)[0])
+        return
     raws, photos = load_split(p['dataset'], 'train')
     crop, batch = cfg['train_crop'], cfg['batch_size']
     with tf.Graph().as_default():
@@ -109,7 +111,7 @@ def stage_weights(cfg):
         loss = tf.add_n(losses)
         step = tf.train.AdamOptimizer(cfg['learning_rate']).minimize(loss, var_list=model.generator_variables())
         rng = np.random.default_rng(cfg['seed'])
-        config = utils.session_config(use_gpu=False)
+        config = devices.session_config(use_gpu=False)
         config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = cfg['threads'], 1
         with tf.Session(config=config) as sess:
             sess.run(tf.global_variables_initializer())
@@ -121,8 +123,8 @@ def stage_weights(cfg):
                         y: photos[idx, 2 * top:2 * (top + crop), 2 * left:2 * (left + crop)]}
                 values = sess.run([step] + losses, feed)[1:]
                 bar.set_postfix(level0_mse='%.4f' % values[0], level5_mse='%.4f' % values[-1])
-            path = utils.checkpoint_path(p['models'], 0, cfg['train_steps'])
-            utils.save_variables(sess, tf.train.Saver(model.generator_variables()), path)
+            path = checkpoints.checkpoint_path(p['models'], 0, cfg['train_steps'])
+            checkpoints.save_variables(sess, tf.train.Saver(model.generator_variables()), path)
     print('weights: trained', path)
 
 
@@ -173,16 +175,19 @@ def worker_export(cfg):
 def graph_runner(cfg, height, width):
     """The one-piece float32 Session on the trained checkpoint, as render/test_model use it."""
     import tensorflow.compat.v1 as tf
+    import checkpoints
+    import devices
     import model
     p = paths(cfg)
     graph = tf.Graph()
     with graph.as_default():
         raw = tf.placeholder(tf.float32, [1, height, width, 4])
         out0 = model.PyNET(raw)[0]
-        config = utils.session_config(use_gpu=False)
+        config = devices.session_config(use_gpu=False)
         config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = cfg['threads'], 1
         sess = tf.Session(config=config)
-        utils.restore_variables(sess, model.generator_variables(), utils.find_checkpoint(p['models'], 0)[0])
+        checkpoints.restore_variables(sess, model.generator_variables(),
+                                      checkpoints.find_checkpoint(p['models'], 0)[0])
     return lambda x: sess.run(out0, {raw: x})
 
 
@@ -289,9 +294,10 @@ def export_size(cfg, results, size, variants):
 
 def psnr(a, b):
     """Mean over images of the PSNR (dB) between two batches clipped to [0, 1]."""
+    import losses
     a, b = np.clip(a, 0, 1).astype(np.float64), np.clip(b, 0, 1).astype(np.float64)
     mse = ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-20))))
+    return float(np.mean(losses.psnr(mse)))
 
 
 def measure_size(cfg, results, size, variants):
@@ -388,6 +394,7 @@ def table(cfg, results, sizes, variants):
 
 def weights_note(cfg, results):
     """Which weights were measured, and how good they are."""
+    import checkpoints
     vs_photo = [r['psnr_vs_photo_db'] for k, r in results['run'].items() if 'psnr_vs_photo_db' in r]
     return ('Weights: `%s`, trained by `stage=weights`: %d Adam steps (learning rate %g, batch %d, packed %dx%d '
             'crops, sum of the MSE of all six levels against the photo shrunk by area averaging) from the initial '
@@ -397,7 +404,7 @@ def weights_note(cfg, results):
             '[0, 1], mean of per-image PSNR. Latency: wall time of one image (batch 1) on %d threads; "first run" '
             'includes one-time set-up (XNNPACK packs weights then). Peak RSS: the whole process (TensorFlow '
             'imported; about 0.5 GiB of it is the import).'
-            % (os.path.basename(utils.find_checkpoint(paths(cfg)['models'], 0)[0]), cfg['train_steps'],
+            % (os.path.basename(checkpoints.find_checkpoint(paths(cfg)['models'], 0)[0]), cfg['train_steps'],
                cfg['learning_rate'], cfg['batch_size'], cfg['train_crop'], cfg['train_crop'],
                ('; the graph\'s output is %.1f dB from the test photos (a short training run: the weights are '
                 'trained, not good)' % vs_photo[0]) if vs_photo else '', cfg['threads']))
@@ -451,6 +458,7 @@ def smallest_first(sizes):
 
 def main(argv):
     cfg = utils.parse_args(argv, KEYS, USAGE)
+    utils.import_tensorflow()
     if cfg['stage'] == '_export_one':
         return worker_export(cfg)
     if cfg['stage'] == '_run_one':

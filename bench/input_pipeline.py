@@ -230,6 +230,7 @@ def main(argv):
     if config['mode'] == 'report':
         measure_and_report(config)
     else:
+        utils.import_tensorflow()       # load_dataset imports it, for both loaders alike
         measure = measure_stream if config['mode'] == 'stream' else measure_published
         print(json.dumps(measure(config)))
 

@@ -23,6 +23,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import checkpoints  # noqa: E402
 import image_io  # noqa: E402
 import utils  # noqa: E402
 from utils import Key, UserError  # noqa: E402
@@ -58,7 +59,7 @@ def models_dir(cfg):
     if cfg['models_dir']:
         return cfg['models_dir']
     models = os.path.join(cfg['weights_dir'], 'models')
-    if not utils.saved_iterations(models, 0):
+    if not checkpoints.saved_iterations(models, 0):
         subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'export.py'), 'stage=weights',
                         'work_dir=' + cfg['weights_dir']], check=True)
     return models
@@ -218,7 +219,6 @@ def targets(results):
 
 
 def write_benchmarks(cfg, results, configs, sizes, command, load):
-    import render       # TensorFlow: only once every measurement is done
     text = '\n'.join([
         '## Rendering',
         '',
@@ -232,7 +232,7 @@ def write_benchmarks(cfg, results, configs, sizes, command, load):
         '(user + system). Peak RSS is the whole process\'s high-water mark in 10^9 bytes. PSNR and max abs diff '
         'compare the 16-bit output PNG with the published configuration\'s. `default` is the streamed engine '
         '(render.py, tile=%d) in float32; `published` the published graph in one piece.' % (
-            TINY[0], TINY[1], render.DEFAULT_TILE),
+            TINY[0], TINY[1], utils.DEFAULT_TILE),
         '',
         'Weights: the level-0 checkpoint of `%s` (`bench/export.py stage=weights`: briefly trained on the '
         'synthetic dataset). Input: its full-resolution test RAW (scikit-image\'s astronaut through '

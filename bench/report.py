@@ -1,13 +1,15 @@
 """What every benchmark shares: the machine/version line, running one measurement in its own process, and
 writing its own section of BENCHMARKS.md."""
 import json
-from importlib import metadata
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
+from importlib import metadata
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

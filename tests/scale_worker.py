@@ -1,5 +1,5 @@
 """Subprocess side of tests/test_distribute.py: trains PyNET's level 5 with a plain MSE on
-deterministic random batches through distribute.py and saves the final variables.
+deterministic random batches through devices.py and mixed_precision.py and saves the final variables.
 
     python tests/scale_worker.py out=<file.npz> [replicas=N] [steps=K] [optimizer=sgd|adam]
                                  [precision=float32|mixed_float16|bfloat16] [fixed_batch=true]
@@ -40,21 +40,23 @@ def global_batch(seed, step, batch, size):
 
 def main(argv):
     config = utils.parse_args(argv, KEYS)
-    import distribute
-    devices = distribute.use_logical_cpus(config['replicas']) if config['replicas'] > 1 else None
+    utils.import_tensorflow()
     import tensorflow.compat.v1 as tf
-    tf.disable_eager_execution()
+    import devices
+    import mixed_precision
     import model
+    logical_cpus = devices.use_logical_cpus(config['replicas']) if config['replicas'] > 1 else None
+    tf.disable_eager_execution()
 
     # An explicit graph, as train_model.py has: the float16 loss-scale optimiser fails to build
     # in the global default graph once TensorFlow's eager context has started (utils probes GPUs).
     with tf.Graph().as_default():
-        dist = distribute.Distribution(use_gpu=False, cluster=distribute.read_cluster(), devices=devices)
+        dist = devices.Distribution(use_gpu=False, cluster=devices.read_cluster(), devices=logical_cpus)
         per_worker = dist.check_batch(config['batch'])
         size = config['size']
         x_in = tf.placeholder(tf.float32, [per_worker, size, size, 4])
         y_in = tf.placeholder(tf.float32, [per_worker, size // 16, size // 16, 3])
-        distribute.check_precision(config['precision'], use_gpu=False)
+        mixed_precision.check_precision(config['precision'], use_gpu=False)
         with dist.scope():
             # Variables are created by the first replica's step (cheaper than model.create_weights()).
             weights = model.PyNETWeights()
@@ -62,15 +64,15 @@ def main(argv):
                 optimizer = tf.train.GradientDescentOptimizer(config['learning_rate'])
             else:
                 optimizer = tf.train.AdamOptimizer(config['learning_rate'])
-            optimizer = distribute.wrap_optimizer(optimizer, config['precision'])
+            optimizer = mixed_precision.wrap_optimizer(optimizer, config['precision'])
 
         def loss_fn(x, y):
-            out = distribute.generator_outputs(x, weights, config['precision'])[5]
+            out = mixed_precision.generator_outputs(x, weights, config['precision'])[5]
             return {'loss': tf.reduce_mean(tf.square(out - y))}
 
-        train_op, metrics = distribute.build_train_op(dist, loss_fn, [x_in, y_in], optimizer,
-                                                      weights.in_creation_order)
-        session_config = distribute.precision_session_config(utils.session_config(False), config['precision'])
+        train_op, metrics = devices.build_train_op(dist, loss_fn, [x_in, y_in], optimizer,
+                                                   weights.in_creation_order)
+        session_config = mixed_precision.configure_session(devices.session_config(False), config['precision'])
         losses = []
         with dist.session(session_config) as sess:
             sess.run(tf.global_variables_initializer())

@@ -1,4 +1,5 @@
-"""Data parallelism, precision and TensorBoard (distribute.py).
+"""Data parallelism (devices.py), precision (mixed_precision.py), TensorBoard (summaries.py), and the
+training state saved with a checkpoint (checkpoints.py).
 
 Replica runs happen in subprocesses (tests/scale_worker.py): logical CPU devices must be set
 up before TensorFlow starts, and workers are separate processes talking gRPC on 127.0.0.1.
@@ -131,46 +132,59 @@ def test_every_precision_trains_on_a_fixed_batch(runs):
 
 
 def test_bfloat16_refused_where_unsupported(monkeypatch):
-    import distribute
+    import mixed_precision
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: False)
     with pytest.raises(utils.UserError, match='bfloat16'):
-        distribute.check_precision('bfloat16', use_gpu=False)
+        mixed_precision.check_precision('bfloat16', use_gpu=False)
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: True)
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
     with pytest.raises(utils.UserError, match='oneDNN'):
-        distribute.check_precision('bfloat16', use_gpu=False)
+        mixed_precision.check_precision('bfloat16', use_gpu=False)
     with pytest.raises(utils.UserError, match='precision=half'):
-        distribute.check_precision('half', use_gpu=False)
-    assert distribute.check_precision('float32', use_gpu=False) == 'float32'
+        mixed_precision.check_precision('half', use_gpu=False)
+    assert mixed_precision.check_precision('float32', use_gpu=False) == 'float32'
 
 
 def test_tf_config_is_read_and_checked():
-    import distribute
+    import devices
     cluster = {'worker': ['a:1', 'b:2']}
     config = lambda task: {'TF_CONFIG': json.dumps({'cluster': cluster, 'task': task})}
-    assert distribute.read_cluster({}) is None
-    assert distribute.read_cluster(config({'type': 'worker', 'index': 1})) == \
+    assert devices.read_cluster({}) is None
+    assert devices.read_cluster(config({'type': 'worker', 'index': 1})) == \
         {'workers': ['a:1', 'b:2'], 'index': 1}
     for bad in ({'TF_CONFIG': '{not json'}, config({'type': 'worker', 'index': 2}),
                 config({'type': 'ps', 'index': 0})):
         with pytest.raises(utils.UserError, match='TF_CONFIG'):
-            distribute.read_cluster(bad)
-    assert distribute.cpu_replica_devices({}) is None
-    assert distribute.cpu_replica_devices({'PYNET_CPU_REPLICAS': '1'}) is None
+            devices.read_cluster(bad)
+    assert devices.cpu_replica_devices({}) is None
+    assert devices.cpu_replica_devices({'PYNET_CPU_REPLICAS': '1'}) is None
     with pytest.raises(utils.UserError, match='PYNET_CPU_REPLICAS=two'):
-        distribute.cpu_replica_devices({'PYNET_CPU_REPLICAS': 'two'})
+        devices.cpu_replica_devices({'PYNET_CPU_REPLICAS': 'two'})
+
+
+def read_event_tags(folder):
+    """{tag: [(step, value or None for images)]} from the event files under `folder`."""
+    import glob
+    import tensorflow.compat.v1 as tf
+    tags = {}
+    for path in sorted(glob.glob(os.path.join(folder, 'events.out.tfevents.*'))):
+        for event in tf.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = value.simple_value if value.HasField('simple_value') else None
+                tags.setdefault(value.tag, []).append((event.step, number))
+    return tags
 
 
 def test_tensorboard_scalars_and_images(tmp_path):
-    import distribute
-    writer = distribute.SummaryWriter(str(tmp_path), 3)
+    import summaries
+    writer = summaries.SummaryWriter(str(tmp_path), 3)
     writer.scalars(10, {'loss': 1.5, 'psnr': 20.0, 'ms_ssim': 0.8})
     writer.images(10, 'output_vs_target', [np.zeros((8, 16, 3)), np.ones((8, 16, 3))])
     writer.scalars(20, {'loss': 1.0, 'psnr': 21.0, 'ms_ssim': 0.85})
     writer.close()
-    folder = distribute.tensorboard_dir(str(tmp_path), 3)
+    folder = summaries.tensorboard_dir(str(tmp_path), 3)
     assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
-    tags = distribute.read_event_tags(folder)
+    tags = read_event_tags(folder)
     assert tags['loss'] == [(10, 1.5), (20, 1.0)]
     assert [s for s, _ in tags['psnr']] == [10, 20]
     assert tags['output_vs_target/0'] == [(10, None)] and 'output_vs_target/1' in tags
@@ -179,7 +193,7 @@ def test_tensorboard_scalars_and_images(tmp_path):
 def test_training_state_round_trip(tmp_path):
     """Adam's slots and step counters come back exactly; the generator checkpoint holds no slots."""
     import tensorflow.compat.v1 as tf
-    import distribute
+    import checkpoints
     models = str(tmp_path)
 
     def build():
@@ -190,7 +204,7 @@ def test_training_state_round_trip(tmp_path):
 
     with tf.Graph().as_default():
         weights, train = build()
-        state = distribute.TrainingState(weights)
+        state = checkpoints.TrainingState(weights)
         assert len(state.variables) == 4        # 2 slots, beta1_power, beta2_power
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -198,21 +212,22 @@ def test_training_state_round_trip(tmp_path):
                 sess.run(train)
             for iteration in (10, 20, 30):
                 state.save(sess, models, 5, iteration)
-                utils.save_variables(sess, tf.train.Saver(weights), utils.checkpoint_path(models, 5, iteration))
+                checkpoints.save_variables(sess, tf.train.Saver(weights),
+                                           checkpoints.checkpoint_path(models, 5, iteration))
             expected = sess.run(state.variables + weights)
     # Only the newest states are kept; each generator checkpoint holds the generator alone.
-    assert distribute.TrainingState._state_iterations(models, 5) == [20, 30]
-    assert [n for n, _ in tf.train.list_variables(utils.checkpoint_path(models, 5, 30))] == ['generator/Variable']
-    iteration, generator, state_path = distribute.resume_point(models, 5)
-    assert iteration == 30 and state_path == distribute.training_state_path(models, 5, 30)
+    assert checkpoints.saved_iterations(models, 5, checkpoints.training_state_path) == [20, 30]
+    assert [n for n, _ in tf.train.list_variables(checkpoints.checkpoint_path(models, 5, 30))] == ['generator/Variable']
+    iteration, generator, state_path = checkpoints.resume_point(models, 5)
+    assert iteration == 30 and state_path == checkpoints.training_state_path(models, 5, 30)
     with tf.Graph().as_default():
         weights, train = build()
-        state = distribute.TrainingState(weights)
+        state = checkpoints.TrainingState(weights)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            utils.restore_variables(sess, weights, generator)
+            checkpoints.restore_variables(sess, weights, generator)
             state.restore(sess, state_path)
             got = sess.run(state.variables + weights)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
-    assert distribute.resume_point(os.path.join(models, 'none'), 5) == (0, None, None)
+    assert checkpoints.resume_point(os.path.join(models, 'none'), 5) == (0, None, None)

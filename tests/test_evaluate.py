@@ -9,10 +9,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
+import checkpoints
 import image_io
 import model
 import tiny_zurich
-import utils
 from conftest import assert_one_line_error, run_script
 from render import Renderer
 
@@ -32,8 +32,8 @@ def make_checkpoint(models_dir, iteration, seed, bias=0.01):
                 if len(var.shape) == 4 and var.shape[-1] == 3:
                     var.load(rng.normal(0, 0.05, var.shape.as_list()).astype(np.float32), sess)
             variables[-1].load(np.full([3], bias, np.float32), sess)     # the level-0 output's bias
-            path = utils.checkpoint_path(models_dir, 0, iteration)
-            utils.save_variables(sess, tf.train.Saver(var_list=variables), path)
+            path = checkpoints.checkpoint_path(models_dir, 0, iteration)
+            checkpoints.save_variables(sess, tf.train.Saver(var_list=variables), path)
     return path
 
 
@@ -89,7 +89,7 @@ def test_published_model_and_small_patches(tmp_path):
     models = str(tmp_path / 'models')
     published = make_checkpoint(models, 3, seed=3, bias=1.5)
     make_checkpoint(models, 8, seed=4)
-    original = utils.original_checkpoint_path(models)
+    original = checkpoints.original_checkpoint_path(models)
     os.makedirs(os.path.dirname(original))
     for ext in ('.index', '.data-00000-of-00001'):
         shutil.move(published + ext, original + ext)
@@ -101,7 +101,7 @@ def test_published_model_and_small_patches(tmp_path):
     expected_psnr, expected_similarity, _ = reference(dataset, original)
     assert kind == 'SSIM'
     assert abs(psnr - expected_psnr) < 2e-3 and abs(similarity - expected_similarity) < 2e-4
-    last_psnr = reference(dataset, utils.checkpoint_path(models, 0, 8))[0]
+    last_psnr = reference(dataset, checkpoints.checkpoint_path(models, 0, 8))[0]
     assert abs(last_psnr - psnr) > 0.1          # so the number tells which checkpoint was read
 
 

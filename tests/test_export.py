@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import export_model
 import image_io
 import model
@@ -27,8 +28,8 @@ def make_checkpoint(models_dir, x, seed=0):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(perturb)
-            utils.save_variables(sess, tf.train.Saver(variables),
-                                 utils.checkpoint_path(models_dir, 0, ITERATION))
+            checkpoints.save_variables(sess, tf.train.Saver(variables),
+                                 checkpoints.checkpoint_path(models_dir, 0, ITERATION))
             return sess.run(out0, {raw: x})
 
 

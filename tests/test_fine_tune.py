@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import fake_vgg
+import checkpoints
 import synthetic_pairs
-import utils
+import vgg
 from conftest import assert_one_line_error, run_script
 
 
@@ -21,7 +21,7 @@ def workspace(tmp_path_factory):
     result = run_script('make_camera_dataset.py', 'raw_dir=pairs/raw', 'photo_dir=pairs/photos',
                         'output_dir=data', 'patch_size=64', 'test_fraction=0.3', cwd=str(root))
     assert result.returncode == 0, result.stderr
-    fake_vgg.write_fake_vgg(str(root / 'vgg.mat'))
+    vgg.write_random_vgg(str(root / 'vgg.mat'))
     # The starting checkpoint: PyNET's initial weights drawn with another seed than training's (seed 0), so
     # that weights which the level does not train must come out equal to it if, and only if, it was loaded.
     import model
@@ -31,7 +31,7 @@ def workspace(tmp_path_factory):
         variables = model.generator_variables()
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            utils.save_variables(sess, tf.train.Saver(variables), str(root / 'start' / 'pynet.ckpt'))
+            checkpoints.save_variables(sess, tf.train.Saver(variables), str(root / 'start' / 'pynet.ckpt'))
     return root
 
 
@@ -53,7 +53,7 @@ def test_fine_tuning_starts_from_the_checkpoint_and_the_loss_falls(workspace):
     assert train_losses[2] < 0.75 * train_losses[0], train_losses
     assert test_losses[2] < test_losses[0], test_losses
     start = tf.train.load_checkpoint(str(workspace / 'start' / 'pynet.ckpt'))
-    tuned = tf.train.load_checkpoint(utils.checkpoint_path(str(workspace / 'models'), 4, 60))
+    tuned = tf.train.load_checkpoint(checkpoints.checkpoint_path(str(workspace / 'models'), 4, 60))
     differences = [float(np.abs(tuned.get_tensor(name) - start.get_tensor(name)).max())
                    for name in start.get_variable_to_shape_map()]
     # Levels 3..0 are not trained at level 4: their weights come out as the checkpoint had them, exactly
@@ -72,7 +72,7 @@ def test_missing_or_incompatible_checkpoint_is_one_line(workspace):
             tf.Variable(tf.zeros([3, 3, 1, 8]), name='Variable')
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            utils.save_variables(sess, tf.train.Saver(), str(workspace / 'other' / 'model.ckpt'))
+            checkpoints.save_variables(sess, tf.train.Saver(), str(workspace / 'other' / 'model.ckpt'))
     result = train(workspace, 'level=4', 'init_checkpoint=other/model.ckpt.index', 'models_dir=other_models')
     assert_one_line_error(result, 'other/model.ckpt', 'shape [3, 3, 1, 8]', 'another model')
     assert not os.path.exists(workspace / 'other_models' / 'logs.txt')

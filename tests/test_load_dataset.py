@@ -167,7 +167,7 @@ def test_pipeline_batches_equal_the_numpy_reading(dataset, level):
     for (indices, rotations, flips), (planes, targets) in zip(picks, batches):
         # held as the stored samples, never as float
         assert planes.dtype == np.uint16 and targets.dtype == np.uint8
-        expected = load_dataset.read_subset(pairs, 64, level, indices, list(zip(rotations, flips)))
+        expected = tiny_zurich.read_subset(pairs, 64, level, indices, list(zip(rotations, flips)))
         assert np.array_equal(planes, expected[0]) and np.array_equal(targets, expected[1])
 
 
@@ -195,7 +195,7 @@ def test_test_dataset_is_in_order_with_a_partial_last_batch(dataset):
         batches = run_all(load_dataset.test_dataset(pairs, 64, 0, batch_size=1)) + \
             run_all(load_dataset.test_dataset(pairs + pairs[:1], 64, 0, batch_size=2))
     assert [b[0].shape[0] for b in batches] == [1, 1, 2, 1]
-    expected = load_dataset.read_subset(pairs, 64, 0, [0, 1])
+    expected = tiny_zurich.read_subset(pairs, 64, 0, [0, 1])
     assert np.array_equal(np.concatenate([b[0] for b in batches[:2]]), expected[0])
 
 

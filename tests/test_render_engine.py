@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import model
 import render
 import utils
@@ -41,7 +42,7 @@ def save_checkpoint(path, seed=0, kernel_gain=0.0, output_gain=10.0, instance_no
                         var.load(rng.uniform(0.5, 1.5, shape).astype(np.float32), sess)
                     elif key.endswith('/shift'):
                         var.load((rng.standard_normal(shape) * 0.2).astype(np.float32), sess)
-            utils.save_variables(sess, tf.train.Saver(weights.in_creation_order()), path)
+            checkpoints.save_variables(sess, tf.train.Saver(weights.in_creation_order()), path)
     return path
 
 
@@ -177,7 +178,7 @@ def test_bfloat16_renders_close_to_float32_where_supported(checkpoints, monkeypa
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: True)
     x = packed_image(32, 32)
     outs = {}
-    for precision in render.PRECISIONS:
+    for precision in utils.RENDER_PRECISIONS:
         with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0, precision=precision) as renderer:
             assert renderer.precision == precision
             outs[precision] = renderer.render(x)

@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-import fake_vgg
+import checkpoints
 import tiny_zurich
-import utils
+import vgg
 from conftest import REPO
 
 ITERATIONS, EVAL_STEP = 8, 2
@@ -63,11 +63,11 @@ def read_every_tensor(path):
 
 def test_sigkill_at_any_moment_then_resume(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=4, n_test=1, side=64)
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     models, reference_models = str(tmp_path / 'models'), str(tmp_path / 'reference')
     reference, reference_log = start(train_command(tmp_path, reference_models, False),
                                      str(tmp_path / 'reference.log'))
-    saved = lambda: utils.saved_iterations(models, 5)
+    saved = lambda: checkpoints.saved_iterations(models, 5)
     # When to kill each run: right after a checkpoint is committed; in the middle of
     # writing one; before the first step of a resumed run.
     moments = [lambda n: (lambda: len(saved()) > n),
@@ -101,11 +101,11 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
 
     # Each restart continued from the last committed checkpoint.
     for got, before in resumed_from:
-        assert before and got == utils.checkpoint_path(models, 5, before[-1])
+        assert before and got == checkpoints.checkpoint_path(models, 5, before[-1])
     # Every checkpoint is complete and readable; the generator ones hold the generator alone.
     assert saved() == list(range(EVAL_STEP, ITERATIONS + 1, EVAL_STEP))
     for iteration in saved():
-        _, names = read_every_tensor(utils.checkpoint_path(models, 5, iteration))
+        _, names = read_every_tensor(checkpoints.checkpoint_path(models, 5, iteration))
         assert len(names) == 437 and not any('Adam' in n for n in names)
     states = glob.glob(os.path.join(models, 'training_state', '*.index'))
     assert states
@@ -123,8 +123,8 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
     with open(os.path.join(reference_models, 'logs.txt')) as f:
         reference_lines = f.read().splitlines()
     assert set(text.splitlines()) <= set(reference_lines)
-    final, _ = read_every_tensor(utils.checkpoint_path(models, 5, ITERATIONS))
-    expected, names = read_every_tensor(utils.checkpoint_path(reference_models, 5, ITERATIONS))
+    final, _ = read_every_tensor(checkpoints.checkpoint_path(models, 5, ITERATIONS))
+    expected, names = read_every_tensor(checkpoints.checkpoint_path(reference_models, 5, ITERATIONS))
     for name in names:
         np.testing.assert_allclose(final.get_tensor(name), expected.get_tensor(name), atol=1e-6)
     shutil.rmtree(str(tmp_path), ignore_errors=True)     # a few GB of checkpoints

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
 import image_io
 import render
 import utils
@@ -19,7 +20,7 @@ _CHECKPOINTS = {}
 
 
 def write_test_checkpoint(folder, seed=0):
-    """A checkpoint saved by utils.save_variables for every level (and as the published model), same weights.
+    """A checkpoint saved by checkpoints.save_variables for every level (and as the published model), same weights.
 
     Kernels are drawn with std sqrt(1/fan_in) rather than the training init's 0.01, so that the
     outputs depend visibly on the input and reach past [0, 1] (which tests the clipping).
@@ -40,9 +41,9 @@ def write_test_checkpoint(folder, seed=0):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(assigns)
-            path = utils.save_variables(sess, tf.train.Saver(variables), utils.checkpoint_path(folder, 0, ITERATION))
-    copies = [utils.checkpoint_path(folder, level, ITERATION) for level in utils.LEVELS[1:]]
-    copies.append(utils.original_checkpoint_path(folder))
+            path = checkpoints.save_variables(sess, tf.train.Saver(variables), checkpoints.checkpoint_path(folder, 0, ITERATION))
+    copies = [checkpoints.checkpoint_path(folder, level, ITERATION) for level in utils.LEVELS[1:]]
+    copies.append(checkpoints.original_checkpoint_path(folder))
     for copy in copies:
         os.makedirs(os.path.dirname(copy), exist_ok=True)
         for suffix in ('.index', '.data-00000-of-00001'):
@@ -78,19 +79,19 @@ MOSAICS = {'levels': random_mosaic(64, 96, 0),       # packed 32x48
 
 @pytest.fixture(scope='module')
 def references(models_dir):
-    """All six outputs of every mosaic of MOSAICS, from one plain PyNET graph restored with utils.restore_variables.
+    """All six outputs of every mosaic of MOSAICS, from one plain PyNET graph restored with checkpoints.restore_variables.
 
     Padded and cropped as render.py does, so that they are what test_model.py must write.
     """
     import tensorflow.compat.v1 as tf
     import model
-    path, _ = utils.find_checkpoint(models_dir, 0)
+    path, _ = checkpoints.find_checkpoint(models_dir, 0)
     outputs = {}
     with tf.Graph().as_default():
         packed = tf.placeholder(tf.float32, [1, None, None, 4])
         levels = model.PyNET(packed)
         with tf.Session() as sess:
-            utils.restore_variables(sess, model.generator_variables(), path)
+            checkpoints.restore_variables(sess, model.generator_variables(), path)
             for name, mosaic in MOSAICS.items():
                 even = mosaic[:mosaic.shape[0] // 2 * 2, :mosaic.shape[1] // 2 * 2]
                 x = image_io.pack_raw(even)
@@ -103,7 +104,7 @@ def references(models_dir):
 
 def test_checkpoint_restores_and_every_level_has_its_size(models_dir, references):
     for level in utils.LEVELS:
-        assert utils.find_checkpoint(models_dir, level) == (utils.checkpoint_path(models_dir, level, ITERATION),
+        assert checkpoints.find_checkpoint(models_dir, level) == (checkpoints.checkpoint_path(models_dir, level, ITERATION),
                                                             ITERATION)
         out = references['levels'][level]
         scale = 2 ** (1 - level)

@@ -15,12 +15,12 @@ import sys
 import numpy as np
 import pytest
 
-import distribute
-import fake_vgg
+import checkpoints
+import summaries
 import tiny_zurich
-import utils
+import vgg
 from conftest import REPO, assert_one_line_error, run_script
-from test_distribute import free_ports
+from test_distribute import free_ports, read_event_tags
 
 LEARNING_RATE = 5e-5
 LINE = re.compile(r'^level 5, iteration 1: train loss (\S+) \| test loss (\S+), .*psnr (\S+)$')
@@ -29,9 +29,9 @@ LINE = re.compile(r'^level 5, iteration 1: train loss (\S+) \| test loss (\S+), 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('train_scale')
-    data, vgg = str(tmp / 'data'), str(tmp / 'vgg.mat')
+    data, vgg_path = str(tmp / 'data'), str(tmp / 'vgg.mat')
     tiny_zurich.make_dataset(data, n_train=4, n_test=1, side=64)
-    fake_vgg.write_fake_vgg(vgg)
+    vgg.write_random_vgg(vgg_path)
     workers = ['127.0.0.1:%d' % p for p in free_ports(2)]
     config = lambda i: json.dumps({'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': i}})
     setups = {'single': {}, 'mirrored': {'PYNET_CPU_REPLICAS': '2'},
@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
     for name, setup in setups.items():
         models = str(tmp / ('workers' if name.startswith('worker') else name))
         args = ['level=5', 'batch_size=2', 'train_size=4', 'num_train_iters=1', 'eval_step=1',
-                'learning_rate=%g' % LEARNING_RATE, 'dataset_dir=' + data, 'vgg_dir=' + vgg,
+                'learning_rate=%g' % LEARNING_RATE, 'dataset_dir=' + data, 'vgg_dir=' + vgg_path,
                 'models_dir=' + models, 'results_dir=' + str(tmp / 'results' / name)]
         args += ['%s=%s' % (k, v) for k, v in setup.items() if k == 'precision']
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0')
@@ -81,7 +81,7 @@ def logged(models):
 
 def weights(models):
     import tensorflow.compat.v1 as tf
-    reader = tf.train.load_checkpoint(utils.checkpoint_path(models, 5, 1))
+    reader = tf.train.load_checkpoint(checkpoints.checkpoint_path(models, 5, 1))
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())}
 
 
@@ -123,7 +123,7 @@ def test_float16_training_runs_end_to_end(runs):
 
 def test_tensorboard_next_to_the_checkpoints(runs):
     models = finished(runs['single'])['models']
-    tags = distribute.read_event_tags(distribute.tensorboard_dir(models, 5))
+    tags = read_event_tags(summaries.tensorboard_dir(models, 5))
     for tag in ('train/loss', 'test/loss', 'test/mse', 'test/psnr'):
         assert [step for step, _ in tags[tag]] == [1], tag
     assert tags['test/loss'][0][1] == pytest.approx(logged(models)[1], rel=1e-4)

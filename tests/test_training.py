@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import fake_vgg
+import checkpoints
 import load_dataset
 import model
 import tiny_zurich
 import train_model
-import utils
 import vgg
 from conftest import assert_one_line_error, run_script
 
@@ -21,7 +20,7 @@ from conftest import assert_one_line_error, run_script
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('training')
     tiny_zurich.make_dataset(str(root / 'data'), n_train=6, n_test=3, side=64)
-    fake_vgg.write_fake_vgg(str(root / 'vgg.mat'))
+    vgg.write_random_vgg(str(root / 'vgg.mat'))
     return root
 
 
@@ -31,7 +30,7 @@ def train(workspace, *args):
 
 
 def checkpoint(workspace, level, iteration):
-    return tf.train.load_checkpoint(utils.checkpoint_path(str(workspace / 'models'), level, iteration))
+    return tf.train.load_checkpoint(checkpoints.checkpoint_path(str(workspace / 'models'), level, iteration))
 
 
 def max_difference(a, b):
@@ -47,7 +46,7 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
     result = train(workspace, 'level=5', 'num_train_iters=3', 'eval_step=2', 'learning_rate=1e-3')
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'starting from random weights' in result.stdout
-    assert utils.saved_iterations(str(models), 5) == [2, 3]
+    assert checkpoints.saved_iterations(str(models), 5) == [2, 3]
     assert '100%' in result.stderr and 'loss=' in result.stderr          # the progress bar
     lines = logs.read_text().splitlines()
     assert [l.split(':')[0] for l in lines] == ['level 5, iteration 2', 'level 5, iteration 3']
@@ -73,7 +72,7 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
         result = train(workspace, 'level=%d' % level, 'num_train_iters=2', 'eval_step=2')
         assert result.returncode == 0, result.stderr[-3000:]
         assert 'starting from models/pynet_level_%d_iteration_%d.ckpt' % (level + 1, 2) in result.stdout
-        assert utils.saved_iterations(str(models), level) == [2]
+        assert checkpoints.saved_iterations(str(models), level) == [2]
         last = logs.read_text().splitlines()[-1]
         assert last.startswith('level %d, iteration 2: train loss ' % level)
         if level <= 1:     # 64 px and 32 px outputs: too small for 5-scale MS-SSIM, said so
@@ -90,11 +89,11 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
 
 def test_level_5_loss_falls_on_a_fixed_batch(workspace):
     pairs = load_dataset.list_pairs(str(workspace / 'data'), 'train')
-    planes, targets = load_dataset.read_subset(pairs, 64, 5, [0, 1])
+    planes, targets = tiny_zurich.read_subset(pairs, 64, 5, [0, 1])
     with tf.Graph().as_default():
         metrics = train_model.build_loss(5, tf.constant(planes), tf.constant(targets),
                                          vgg.VGG19(str(workspace / 'vgg.mat')))
-        step = train_model.make_train_op(metrics['loss'], 5e-5, model.generator_variables())
+        step = train_model.make_optimizer(5e-5).minimize(metrics['loss'], var_list=model.generator_variables())
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             losses = [sess.run([step, metrics['loss']])[1] for _ in range(15)]
@@ -106,7 +105,7 @@ def test_level_5_loss_falls_on_a_fixed_batch(workspace):
 
 def test_data_error_met_while_training_is_one_line(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=2, n_test=1, side=64)
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     damaged = tmp_path / 'data' / 'train' / 'huawei_raw' / '1.png'
     with open(damaged, 'r+b') as f:      # the header stays valid, the pixel data does not
         f.seek(60)
@@ -128,7 +127,7 @@ def test_level_is_required(workspace):
 
 def test_lower_level_needs_the_level_above(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=2, n_test=1)
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     assert_one_line_error(train(tmp_path, 'level=2'), 'no checkpoint of level 3', 'level=3')
 
 
@@ -150,14 +149,14 @@ def test_vgg_file_that_is_not_a_mat(workspace):
 
 def test_missing_pair(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=3, n_test=1)
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     os.remove(tmp_path / 'data' / 'train' / 'canon' / '2.jpg')
     assert_one_line_error(train(tmp_path, 'level=5'), '2.png has no partner', '2.jpg')
 
 
 def test_patch_side_not_a_multiple_of_32(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=2, n_test=1, side=80)
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     assert_one_line_error(train(tmp_path, 'level=5'), '0.png is 80x80', 'multiple of 32')
 
 
@@ -165,7 +164,7 @@ def test_test_patch_of_another_size(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=2, n_test=2)
     tiny_zurich.make_dataset(str(tmp_path / 'other'), n_train=1, n_test=1, side=32)
     os.replace(tmp_path / 'other' / 'test' / 'canon' / '0.jpg', tmp_path / 'data' / 'test' / 'canon' / '1.jpg')
-    fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     assert_one_line_error(train(tmp_path, 'level=5'), '1.jpg is 32x32', 'its RAW mosaic is 64x64')
 
 

@@ -4,7 +4,6 @@ import pytest
 import scipy.io
 import tensorflow.compat.v1 as tf
 
-import fake_vgg
 import losses
 import vgg
 from utils import UserError
@@ -42,10 +41,10 @@ def tf_features(path, images):
 
 @pytest.mark.parametrize('layout', ['beta16', 'new'])
 def test_both_layouts_load_and_match_numpy(tmp_path, layout):
-    path = fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'), layout, seed=1)
+    path = vgg.write_random_vgg(str(tmp_path / 'vgg.mat'), layout, seed=1)
     images = np.random.default_rng(0).random((2, 20, 20, 3))
     got = tf_features(path, images)
-    expected = numpy_features(fake_vgg.layer_records(layout, seed=1), images)
+    expected = numpy_features(vgg.random_layer_records(layout, seed=1), images)
     assert got.shape == expected.shape == (2, 2, 2, 8)      # 20 -> 10 -> 5 -> 3 -> 2 (SAME pools)
     assert np.abs(expected).max() > 1e-2                  # the features are not trivially zero
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -53,14 +52,14 @@ def test_both_layouts_load_and_match_numpy(tmp_path, layout):
 
 def test_kernel_orientation_matters(tmp_path):
     # Storing the kernels as (h, w) instead of MatConvNet's (w, h) must change the features.
-    records = fake_vgg.layer_records('beta16', seed=2)
+    records = vgg.random_layer_records('beta16', seed=2)
     for record in records:
         if record['type'] == 'conv':
             kernel = record['weights'][0, 0]
             record['weights'][0, 0] = np.ascontiguousarray(kernel.transpose(1, 0, 2, 3))
     images = np.random.default_rng(1).random((1, 16, 16, 3))
-    a = tf_features(fake_vgg.write_fake_vgg(str(tmp_path / 'a.mat'), seed=2), images)
-    b = tf_features(fake_vgg.write_fake_vgg(str(tmp_path / 'b.mat'), records=records), images)
+    a = tf_features(vgg.write_random_vgg(str(tmp_path / 'a.mat'), seed=2), images)
+    b = tf_features(vgg.write_vgg_mat(str(tmp_path / 'b.mat'), records), images)
     assert np.abs(a - b).max() > 1e-3 * np.abs(a).max()
 
 
@@ -85,32 +84,32 @@ def test_mat_without_layers(tmp_path):
 
 def test_wrong_network(tmp_path):
     # VGG-16 has no conv3_4: its layer 17 is pool3.
-    records = fake_vgg.layer_records('new')
+    records = vgg.random_layer_records('new')
     del records[16:18]
     records += records[-2:]
-    path = fake_vgg.write_fake_vgg(str(tmp_path / 'vgg16.mat'), 'new', records=records)
+    path = vgg.write_vgg_mat(str(tmp_path / 'vgg16.mat'), records, 'new')
     with pytest.raises(UserError, match="layer 17 is 'pool3'.*'conv3_4'.*verydeep-19"):
         vgg.load_weights(path)
 
 
 def test_conv_without_weights(tmp_path):
-    records = fake_vgg.layer_records('beta16')
+    records = vgg.random_layer_records('beta16')
     del records[2]['weights']
-    path = fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'), records=records)
+    path = vgg.write_vgg_mat(str(tmp_path / 'vgg.mat'), records)
     with pytest.raises(UserError, match="conv1_2 has no field 'weights'"):
         vgg.load_weights(path)
 
 
 def test_wrong_kernel_shape(tmp_path):
-    records = fake_vgg.layer_records('beta16')
+    records = vgg.random_layer_records('beta16')
     records[0]['weights'][0, 0] = np.zeros((3, 3, 1, 4), np.float32)
-    path = fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'), records=records)
+    path = vgg.write_vgg_mat(str(tmp_path / 'vgg.mat'), records)
     with pytest.raises(UserError, match='conv1_1 has kernel 3x3x1x4.*expected 3x3x3xN'):
         vgg.load_weights(path)
 
 
 def test_content_loss_zero_for_identical_positive_otherwise(tmp_path):
-    path = fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
+    path = vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
     rng = np.random.default_rng(3)
     a = rng.random((2, 32, 32, 3)).astype(np.float32)
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)

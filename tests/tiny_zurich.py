@@ -1,4 +1,5 @@
-"""Builds a tiny dataset in the Zurich RAW-to-RGB layout for tests (no downloads).
+"""Builds a tiny dataset in the Zurich RAW-to-RGB layout for tests (no downloads), and reads its
+patches back in numpy as the training pipeline should deliver them (the tests' reference).
 
 Each patch is a smooth random RGB scene: the photo is the scene as an 8-bit JPG and the RAW is
 the same scene sampled through the Zurich Bayer cell (R at (0,0), Gb (0,1), Gr (1,0), B (1,1))
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 import image_io
+import load_dataset
 
 
 def scene(rng, side):
@@ -44,3 +46,23 @@ def make_dataset(root, n_train=6, n_test=3, side=64, seed=0):
             Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(
                 os.path.join(root, split, 'canon', '%d.jpg' % i), quality=95)
     return str(root)
+
+
+def augment(planes, target, rotations, flip):
+    """Rotates both by rotations*90 degrees, then flips both upside down if flip."""
+    planes, target = np.rot90(planes, rotations), np.rot90(target, rotations)
+    if flip:
+        planes, target = planes[::-1], target[::-1]
+    return np.ascontiguousarray(planes), np.ascontiguousarray(target)
+
+
+def read_subset(pairs, side, level, indices, augmentation=None):
+    """Reads the patches at `indices` into two stacked uint arrays, augmented by (rotations, flip) pairs."""
+    planes, targets = [], []
+    for n, i in enumerate(indices):
+        p, t = load_dataset.read_patch(*pairs[i], side, level)
+        if augmentation is not None:
+            p, t = augment(p, t, *augmentation[n])
+        planes.append(p)
+        targets.append(t)
+    return np.stack(planes), np.stack(targets)
