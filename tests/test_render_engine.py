@@ -174,8 +174,9 @@ def test_bfloat16_falls_back_to_float32_with_a_message(checkpoints, monkeypatch,
     np.testing.assert_array_equal(out, reference)
 
 
-def test_bfloat16_renders_close_to_float32_where_supported(checkpoints, monkeypatch):
-    monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: True)
+@pytest.mark.skipif(not utils.cpu_supports_bfloat16(),
+                    reason='this CPU has no native bfloat16 (AVX512-BF16 or AMX): oneDNN does not rewrite to bfloat16')
+def test_bfloat16_renders_close_to_float32_where_supported(checkpoints):
     x = packed_image(32, 32)
     outs = {}
     for precision in utils.RENDER_PRECISIONS:
@@ -186,6 +187,16 @@ def test_bfloat16_renders_close_to_float32_where_supported(checkpoints, monkeypa
     assert a.shape == b.shape
     # Rounded, not broken: bfloat16 keeps 8 bits of mantissa (its accuracy on trained weights is in BENCHMARKS.md).
     assert 0 < np.abs(a - b).mean() < 0.05 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_bfloat16_advice_only_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(utils, 'cpu_bfloat16_flag', lambda: None)
+    assert render.bfloat16_advice() is None
+    for flag, (speedup, psnr, _) in render.BFLOAT16_MEASURED.items():
+        monkeypatch.setattr(utils, 'cpu_bfloat16_flag', lambda flag=flag: flag)
+        note = render.bfloat16_advice()
+        assert note.startswith('note: ') and '\n' not in note and flag in note
+        assert '%.1fx' % speedup in note and '%d dB' % psnr in note
 
 
 def test_instance_norm_level_1_renders_in_one_piece(tmp_path, capsys):
