@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import fake_vgg
 import tiny_zurich
@@ -73,6 +74,8 @@ def read_every_tensor(path):
     return reader, shapes
 
 
+# Six training runs, five of them one after another: a longer limit (pytest-timeout).
+@pytest.mark.timeout(1800)
 def test_sigkill_at_any_moment_then_resume(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=4, n_test=1, side=64)
     fake_vgg.write_fake_vgg(str(tmp_path / 'vgg.mat'))
