@@ -42,12 +42,10 @@ def max_difference(a, b):
 def save_shifted_copy(workspace, level, iteration, new_iteration, shift):
     """Saves level's checkpoint `iteration` with every weight moved by `shift` as iteration `new_iteration`."""
     reader = checkpoint(workspace, level, iteration)
-    with tf.Graph().as_default():
-        shifted = {name: tf.Variable(reader.get_tensor(name) + shift) for name in reader.get_variable_to_shape_map()}
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            tf.train.Saver(shifted).save(sess, utils.checkpoint_path(str(workspace / 'models'), level, new_iteration),
-                                         write_meta_graph=False, write_state=False)
+    names = sorted(reader.get_variable_to_shape_map())
+    tf.raw_ops.SaveV2(prefix=utils.checkpoint_path(str(workspace / 'models'), level, new_iteration),
+                      tensor_names=names, shape_and_slices=[''] * len(names),
+                      tensors=[reader.get_tensor(name) + np.float32(shift) for name in names])   # eager: written now
     return checkpoint(workspace, level, new_iteration)
 
 
