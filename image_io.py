@@ -6,6 +6,7 @@ being R at (0,0), Gb at (0,1), Gr at (1,0), B at (1,1). Packed input channels ar
 B, Gb, R, Gr, divided by 4*255.
 """
 
+import logging
 import os
 import struct
 import sys
@@ -13,6 +14,7 @@ import zlib
 
 import numpy as np
 import rawpy
+import tifffile
 from PIL import Image
 from pidng.core import RAW2DNG
 from pidng.defs import DNGVersion, PhotometricInterpretation
@@ -207,7 +209,7 @@ ZURICH_BLACK_LEVEL = 64
 ZURICH_WHITE_LEVEL = 1023
 CAMERA_RAW_EXTENSIONS = ('.dng', '.3fr', '.arw', '.cr2', '.cr3', '.crw', '.dcr', '.erf', '.fff', '.iiq',
                          '.kdc', '.mef', '.mos', '.mrw', '.nef', '.nrw', '.orf', '.pef', '.raf', '.raw',
-                         '.rw2', '.rwl', '.sr2', '.srf', '.srw', '.x3f')
+                         '.rw2', '.rwl', '.sr2', '.srf', '.srw', '.x3f', '.gpr')
 RAW_IMAGE_EXTENSIONS = ('.png',) + CAMERA_RAW_EXTENSIONS     # what test_model.py renders
 # EXIF Orientation (1..8) <-> LibRaw's `flip` code (bit 1: mirror columns, 2: mirror rows, 4: transpose).
 EXIF_ORIENTATION_TO_FLIP = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 6, 7: 7, 8: 5}
@@ -286,6 +288,54 @@ def check_levels(black_level, white_level, what='black_level/white_level'):
                                              ZURICH_BLACK_LEVEL, ZURICH_WHITE_LEVEL))
 
 
+# What a DNG's tags say, to explain what LibRaw refuses. Compression tag values (TIFF, DNG 1.7;
+# 9 is the VC-5 of GoPro's GPR files) and those LibRaw decodes.
+DNG_COMPRESSIONS = {1: 'no compression', 7: 'lossless JPEG', 8: 'Deflate', 9: 'VC-5',
+                    34892: 'lossy JPEG', 52546: 'JPEG XL'}
+LIBRAW_DNG_COMPRESSIONS = (1, 7, 8, 34892)
+DNG_LINEAR_RAW = 34892          # PhotometricInterpretation of a demosaiced DNG (CFA data is 32803)
+
+
+def tiff_facts(path):
+    """What tifffile reads of a TIFF-based file: dict(dng, compression, photometric, data_end, size); None otherwise.
+
+    compression and photometric are a DNG's full-size raw image's (NewSubfileType 0; None for other
+    files); data_end is where the image data of its directories end (past `size`: the file is truncated).
+    """
+    logger = logging.getLogger('tifffile')
+    quiet, logger.disabled = logger.disabled, True     # it logs each tag it cannot read, on stderr
+    try:
+        with tifffile.TiffFile(path) as tif:
+            size = tif.filehandle.size
+            pages = [p for page in tif.pages for p in [page] + list(getattr(page, 'pages', None) or [])]
+            dng = 'DNGVersion' in tif.pages[0].tags
+            raw = [p for p in pages if p.subfiletype == 0] if dng else []
+            ends = [offset + count for p in (raw[:1] or pages)
+                    for offset, count in zip(p.dataoffsets, p.databytecounts) if offset]
+            return {'dng': dng, 'compression': int(raw[0].compression) if raw else None,
+                    'photometric': int(raw[0].photometric) if raw else None,
+                    'data_end': max(ends, default=0), 'size': size}
+    except Exception:       # not TIFF-based, or too damaged to say more than LibRaw did
+        return None
+    finally:
+        logger.disabled = quiet
+
+
+def unreadable(path, libraw_said):
+    """The UserError for a file LibRaw cannot read: truncated, compressed in a way LibRaw cannot decode, or else."""
+    facts = tiff_facts(path)
+    if facts and facts['data_end'] > facts['size']:
+        return UserError('cannot read %s: the file is truncated (its image data run to byte %d, the file ends at '
+                         'byte %d): copy or download it again' % (path, facts['data_end'], facts['size']))
+    if facts and facts['dng'] and facts['compression'] not in LIBRAW_DNG_COMPRESSIONS + (None,):
+        name = DNG_COMPRESSIONS.get(facts['compression'], 'an unknown method')
+        return UserError('cannot read %s: its raw image is compressed with %s (DNG Compression %d), which LibRaw '
+                         'cannot decode: convert it to an uncompressed DNG first (GoPro\'s gpr_tools does so for '
+                         'GPR files)' % (path, name, facts['compression']))
+    return UserError('cannot read %s (%s): the file is damaged, truncated or not a camera RAW file'
+                     % (path, libraw_said))
+
+
 def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHITE_LEVEL,
                     camera_black_level=None, camera_white_level=None, note=None):
     """A camera RAW file (DNG, CR2, NEF, ... as LibRaw reads it) -> (uint16 Zurich mosaic [H, W], flip).
@@ -318,23 +368,28 @@ def read_camera_raw(path, black_level=ZURICH_BLACK_LEVEL, white_level=ZURICH_WHI
         else:
             error = None
     if error is not None:
-        detail = '; '.join(dict.fromkeys([error] + [line.split(': ', 1)[-1] for line in said]))
-        raise UserError('cannot read %s (%s): the file is damaged, truncated or not a camera RAW file'
-                        % (path, detail))
+        raise unreadable(path, '; '.join(dict.fromkeys([error] + [line.split(': ', 1)[-1] for line in said])))
+    facts = tiff_facts(path)
+    dng = bool(facts and facts['dng'])
 
     # Sensor layout: only whole 2x2 Bayer cells can be packed into PyNET's four channels.
     if not flat or visible.ndim != 2:
+        if dng and facts['photometric'] == DNG_LINEAR_RAW:
+            raise UserError('%s is a LinearRaw DNG (as Apple ProRAW and converted DNGs are): already demosaiced, '
+                            'not a Bayer mosaic; PyNET needs the mosaic of a 2x2 Bayer sensor (the camera\'s own '
+                            'RAW file or a CFA DNG)' % path)
         raise UserError('%s holds several values per pixel (a linear, already demosaiced RAW or a Foveon '
-                        'sensor): PyNET needs the mosaic of a 2x2 Bayer sensor' % path)
+                        'sensor), not a Bayer mosaic: PyNET needs the mosaic of a 2x2 Bayer sensor' % path)
     if num_colors == 1 or pattern is None or pattern.size == 1:
         raise UserError('%s: monochrome sensor (no colour filter array): PyNET needs a 2x2 Bayer sensor' % path)
     if pattern.shape != (2, 2):
         raise UserError('%s: %dx%d colour filter pattern (X-Trans or Quad Bayer?): PyNET needs a 2x2 Bayer '
                         'sensor (RGGB, BGGR, GRBG or GBRG)' % ((path,) + pattern.shape))
-    # A DNG's DefaultCrop (LibRaw gives it in raw-frame coordinates) narrows the visible area.
+    # A DNG's DefaultCrop (LibRaw gives it in raw-frame coordinates) narrows the visible area. Other
+    # formats keep LibRaw's whole visible area: their crop there is a maker's suggestion for its JPEGs.
     top, left = sizes.crop_top_margin - sizes.top_margin, sizes.crop_left_margin - sizes.left_margin
     height, width = sizes.crop_height, sizes.crop_width
-    if height and width and top >= 0 and left >= 0 and top + height <= visible.shape[0] \
+    if dng and height and width and top >= 0 and left >= 0 and top + height <= visible.shape[0] \
             and left + width <= visible.shape[1]:
         visible = visible[top:top + height, left:left + width]
         colors = colors[top:top + height, left:left + width]

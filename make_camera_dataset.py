@@ -88,9 +88,7 @@ def folder_files(folder, extensions, key):
     """Files of `folder` with one of `extensions`, sorted (hidden files skipped)."""
     if not os.path.isdir(folder):
         raise UserError('%s=%s: no such folder' % (key, folder))
-    names = sorted(n for n in os.listdir(folder) if not n.startswith('.'))
-    files = [os.path.join(folder, n) for n in names
-             if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
+    files = image_io.raw_files(folder, extensions)
     if not files:
         raise UserError('%s=%s holds no %s files' % (key, folder, ' '.join(e.lstrip('.') for e in extensions[:8])))
     return files

@@ -10,12 +10,16 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import utils
 from conftest import REPO
+
+# Whichever test first uses `runs` waits for all its processes: a longer limit (pytest-timeout).
+SLOW = pytest.mark.timeout(1800)
 
 WORKER = os.path.join(REPO, 'tests', 'scale_worker.py')
 TIMEOUT = 400
@@ -31,6 +35,29 @@ def free_ports(count):
     return ports
 
 
+PORT_TAKEN = 'cannot start the gRPC server'     # devices.py's error when a worker's port is in use
+
+
+def run_workers(start, count=2, attempts=3, timeout=TIMEOUT):
+    """Runs `count` workers that talk gRPC on local ports until they end; start(addresses) starts them
+    and returns [(process, log path)]. A port free when free_ports() chose it may be taken by another
+    process before the worker binds it: then every worker is stopped and all start again on new ports."""
+    for _ in range(attempts):
+        group = start(['127.0.0.1:%d' % p for p in free_ports(count)])
+        taken = lambda: any(proc.poll() not in (None, 0) and PORT_TAKEN in open(log).read() for proc, log in group)
+        deadline = time.time() + timeout
+        while any(proc.poll() is None for proc, _ in group) and not taken() and time.time() < deadline:
+            time.sleep(1)       # the others wait for a worker that failed to start: look again soon
+        stopped = taken()
+        for proc, _ in group:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if not stopped:
+            return
+    raise AssertionError('the workers found no free ports in %d attempts' % attempts)
+
+
 class Runs:
     """Starts the subprocesses and hands out their results."""
 
@@ -39,15 +66,19 @@ class Runs:
         self.procs = {}
 
     def start(self, name, *args, tf_config=None, onednn=False):
+        """Starts scale_worker.py with `args` as run `name`; returns (process, log path)."""
         # Exact comparisons want Eigen's kernels; bfloat16 needs oneDNN's rewrite.
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='1' if onednn else '0', TF_CPP_MIN_LOG_LEVEL='2')
         env.pop('TF_CONFIG', None)
         if tf_config:
             env['TF_CONFIG'] = json.dumps(tf_config)
+        if name in self.procs:
+            self.procs[name][2].close()     # a worker started again on new ports
         out = os.path.join(self.folder, name + '.npz')
         log = open(os.path.join(self.folder, name + '.log'), 'w')
         self.procs[name] = (subprocess.Popen([sys.executable, WORKER, 'out=' + out] + list(args),
                                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), out, log)
+        return self.procs[name][0], log.name
 
     def result(self, name):
         proc, out, log = self.procs[name]
@@ -76,16 +107,18 @@ def runs(tmp_path_factory):
     # the gradient's scale, so a wrong loss scaling would show.
     runs.start('single')
     runs.start('mirrored', 'replicas=2')
-    workers = ['127.0.0.1:%d' % p for p in free_ports(2)]
-    for i in range(2):
-        runs.start('worker%d' % i, tf_config={'cluster': {'worker': workers},
-                                              'task': {'type': 'worker', 'index': i}})
     # Adam on one fixed batch, per precision.
     for precision in ('float32', 'mixed_float16', 'bfloat16'):
         if precision == 'bfloat16' and not utils.cpu_supports_bfloat16():
             continue
         runs.start(precision, 'precision=' + precision, 'optimizer=adam', 'learning_rate=1e-4',
                    'steps=16', 'fixed_batch=true', onednn=True)
+    try:
+        run_workers(lambda workers: [runs.start('worker%d' % i, tf_config={
+            'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': i}}) for i in range(2)])
+    except BaseException:
+        runs.stop_all()
+        raise
     yield runs
     runs.stop_all()
 
@@ -97,6 +130,7 @@ def assert_same_variables(a, b, atol=1e-4):
     assert worst < atol, worst
 
 
+@SLOW
 def test_mirrored_replicas_equal_one_device_on_the_global_batch(runs):
     single, mirrored = runs.result('single'), runs.result('mirrored')
     assert int(mirrored['replicas']) == 2 and int(single['replicas']) == 1
@@ -106,6 +140,7 @@ def test_mirrored_replicas_equal_one_device_on_the_global_batch(runs):
     assert_same_variables(mirrored, single)
 
 
+@SLOW
 def test_two_workers_train_together_and_equal_one_process(runs):
     single = runs.result('single')
     results = [runs.result('worker%d' % i) for i in range(2)]
@@ -116,6 +151,7 @@ def test_two_workers_train_together_and_equal_one_process(runs):
         assert_same_variables(result, single)
 
 
+@SLOW
 def test_every_precision_trains_on_a_fixed_batch(runs):
     reference = runs.result('float32')['losses']
     assert reference[-1] < 0.4 * reference[0]

@@ -1,7 +1,10 @@
-"""Crash-safe resumption: train_model.py is killed with SIGKILL at several moments
-(mid-checkpoint included) and restarted with resume=true; checkpoints stay readable, log lines
-stay whole and in order, and the iterations continue to the same weights as an
-uninterrupted run."""
+"""Crash-safe resumption: train_model.py is killed with SIGKILL at chosen moments (mid-checkpoint
+included) and restarted with resume=true; checkpoints stay readable, log lines stay whole and in
+order, and the iterations continue to the same weights as an uninterrupted run.
+
+The kill moments are the same in every run: tests/kill_at.py kills the process itself at a given
+file commit or right after it prints a given line; no kill depends on polling for a short-lived file.
+"""
 import glob
 import os
 import re
@@ -9,9 +12,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
+import pytest
 
 import checkpoints
 import tiny_zurich
@@ -20,31 +23,41 @@ from conftest import REPO
 
 ITERATIONS, EVAL_STEP = 8, 2
 LOG_LINE = re.compile(r'^level 5, iteration (\d+): train loss \S+ \| test loss \S+, .*psnr \S+$')
+KILL_AT = os.path.join(REPO, 'tests', 'kill_at.py')
+GENERATOR_INDEX = '*/pynet_level_5_iteration_*.ckpt.index'
+STATE_DATA = '*/training_state/level_5_iteration_*.ckpt.data-*'
 
 
-def train_command(tmp_path, models_dir, resume):
-    return [sys.executable, os.path.join(REPO, 'train_model.py'), 'level=5', 'batch_size=2', 'train_size=4',
-            'num_train_iters=%d' % ITERATIONS, 'eval_step=%d' % EVAL_STEP, 'resume=%s' % str(resume).lower(),
-            'dataset_dir=' + str(tmp_path / 'data'), 'vgg_dir=' + str(tmp_path / 'vgg.mat'),
-            'models_dir=' + models_dir, 'results_dir=' + str(tmp_path / 'results')]
+def train_command(tmp_path, models_dir, resume, kill=None):
+    """train_model.py's command line; kill=(when, n, what) runs it under tests/kill_at.py."""
+    harness = [KILL_AT] + [str(k) for k in kill] if kill else []
+    return [sys.executable] + harness + [
+        os.path.join(REPO, 'train_model.py'), 'level=5', 'batch_size=2', 'train_size=4',
+        'num_train_iters=%d' % ITERATIONS, 'eval_step=%d' % EVAL_STEP, 'resume=%s' % str(resume).lower(),
+        'dataset_dir=' + str(tmp_path / 'data'), 'vgg_dir=' + str(tmp_path / 'vgg.mat'),
+        'models_dir=' + models_dir, 'results_dir=' + str(tmp_path / 'results')]
 
 
 def start(command, log_path):
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0')
+    """The process, its output going to log_path."""
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0', PYTHONUNBUFFERED='1')    # every line out at once
     log = open(log_path, 'w')
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
 
-def wait_for(condition, proc, timeout=150):
-    """Polls until condition() holds; False if the process ended first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    raise AssertionError('timed out')
+def killed_run(command, log_path, timeout=300):
+    """Runs command under tests/kill_at.py to its kill moment; returns its output."""
+    proc, log = start(command, log_path)
+    with log:
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = open(log_path).read()
+    assert proc.returncode == -signal.SIGKILL, 'ended before its kill moment:\n%s' % output[-2000:]
+    return output
 
 
 def temporaries(models_dir):
@@ -61,6 +74,8 @@ def read_every_tensor(path):
     return reader, shapes
 
 
+# Six training runs, five of them one after another: a longer limit (pytest-timeout).
+@pytest.mark.timeout(1800)
 def test_sigkill_at_any_moment_then_resume(tmp_path):
     tiny_zurich.make_dataset(str(tmp_path / 'data'), n_train=4, n_test=1, side=64)
     vgg.write_random_vgg(str(tmp_path / 'vgg.mat'))
@@ -68,36 +83,44 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
     reference, reference_log = start(train_command(tmp_path, reference_models, False),
                                      str(tmp_path / 'reference.log'))
     saved = lambda: checkpoints.saved_iterations(models, 5)
-    # When to kill each run: right after a checkpoint is committed; in the middle of
-    # writing one; before the first step of a resumed run.
-    moments = [lambda n: (lambda: len(saved()) > n),
-               lambda n: (lambda: bool(temporaries(models)) and len(saved()) > n),
-               lambda n: (lambda: 'resuming from' in open(log.name).read())]
-    resumed_from, proc = [], None
+    generator = lambda iteration: checkpoints.checkpoint_path(models, 5, iteration)
+    resumed_from = []
     try:
-        for run, moment in enumerate(moments):
-            before = saved()
-            proc, log = start(train_command(tmp_path, models, run > 0), str(tmp_path / ('run%d.log' % run)))
-            with log:
-                hit = wait_for(moment(len(before)), proc)
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-            text = open(log.name).read()
-            assert hit, 'run %d ended before its kill moment:\n%s' % (run, text[-2000:])
-            if run > 0:
-                resumed_from.append((re.search(r'resuming from (\S+)', text).group(1), before))
+        # 1. A fresh run, killed while committing iteration 4: its optimiser state and its generator
+        #    data are in place, the generator index (the commit) is not.
+        killed_run(train_command(tmp_path, models, False, ('before', 2, GENERATOR_INDEX)), str(tmp_path / 'run1.log'))
+        assert saved() == [2]
+        assert os.path.exists(generator(4) + '.data-00000-of-00001') and not os.path.exists(generator(4) + '.index')
+        assert os.path.exists(os.path.join(models, 'training_state', 'level_5_iteration_4.ckpt.index'))
+        # 2. Resumed (from 2), commits 4, killed in the middle of saving 6: the state's files are
+        #    written under temporary names and not yet renamed.
+        before = saved()
+        text = killed_run(train_command(tmp_path, models, True, ('before', 2, STATE_DATA)), str(tmp_path / 'run2.log'))
+        resumed_from.append((re.search(r'resuming from (\S+)', text).group(1), before))
+        assert saved() == [2, 4] and temporaries(models)
+        # 3. Resumed (from 4), killed as soon as it says so, before its first step.
+        before = saved()
+        text = killed_run(train_command(tmp_path, models, True, ('printed', 1, 'resuming from')),
+                          str(tmp_path / 'run3.log'))
+        resumed_from.append((re.search(r'resuming from (\S+)', text).group(1), before))
+        assert saved() == [2, 4]
+        # 4. Resumed (from 4), commits 6 and is killed right after, before that iteration's log line.
+        before = saved()
+        text = killed_run(train_command(tmp_path, models, True, ('after', 1, GENERATOR_INDEX)), str(tmp_path / 'run4.log'))
+        resumed_from.append((re.search(r'resuming from (\S+)', text).group(1), before))
+        assert saved() == [2, 4, 6] and 'iteration 6:' not in open(os.path.join(models, 'logs.txt')).read()
+        # 5. Resumed to the end.
         before = saved()
         proc, log = start(train_command(tmp_path, models, True), str(tmp_path / 'final.log'))
         with log:
-            assert proc.wait(timeout=200) == 0, open(log.name).read()[-2000:]
+            assert proc.wait(timeout=300) == 0, open(log.name).read()[-2000:]
         resumed_from.append((re.search(r'resuming from (\S+)', open(log.name).read()).group(1), before))
         with reference_log:
-            assert reference.wait(timeout=200) == 0, open(reference_log.name).read()[-2000:]
+            assert reference.wait(timeout=300) == 0, open(reference_log.name).read()[-2000:]
     finally:
-        for p in (reference, proc):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
 
     # Each restart continued from the last committed checkpoint.
     for got, before in resumed_from:

@@ -143,6 +143,24 @@ def test_dataset_folders_any_size_and_a_bad_file(models_dir, references, tmp_pat
         assert diff.max() <= 1, diff.max()
 
 
+def test_every_level_through_the_command_line(models_dir, references, tmp_path):
+    """test_model.py level=L for L = 5..1 (level 0: the test above) writes the level-L output of its checkpoint:
+    H/2^L x W/2^L (rounded up) for an H x W mosaic, as the plain graph computes it."""
+    image_io.save_raw_png(str(tmp_path / 'levels.png'), MOSAICS['levels'])
+    height, width = MOSAICS['levels'].shape
+    for level in (5, 4, 3, 2, 1):
+        out = tmp_path / ('out%d' % level)
+        result = run_script('test_model.py', 'level=%d' % level, 'use_gpu=false', 'input=%s' % (tmp_path / 'levels.png'),
+                            'models_dir=%s' % models_dir, 'output_dir=%s' % out, cwd=str(tmp_path), env=EXACT_ENV)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert os.listdir(out) == ['levels_level_%d_iteration_%d.png' % (level, ITERATION)]
+        photo = np.asarray(Image.open(out / os.listdir(out)[0]))
+        assert photo.shape == (-(-height // 2 ** level), -(-width // 2 ** level), 3), (level, photo.shape)
+        diff = np.abs(photo.astype(int) - image_io.to_uint(references['levels'][level], 8).astype(int))
+        assert diff.max() <= 1, (level, diff.max())
+        assert photo.std() > 1, 'the picture should depend on the input'
+
+
 def read_png16_rgb(path):
     """A 16-bit RGB PNG as image_io writes it (one unfiltered IDAT stream); Pillow reads only 8 bits of it."""
     data = open(path, 'rb').read()

@@ -20,7 +20,10 @@ import summaries
 import tiny_zurich
 import vgg
 from conftest import REPO, assert_one_line_error, run_script
-from test_distribute import free_ports, read_event_tags
+from test_distribute import read_event_tags, run_workers
+
+# Whichever test first uses `runs` waits for all its processes: a longer limit (pytest-timeout).
+SLOW = pytest.mark.timeout(1800)
 
 LEARNING_RATE = 5e-5
 LINE = re.compile(r'^level 5, iteration 1: train loss (\S+) \| test loss (\S+), .*psnr (\S+)$')
@@ -32,13 +35,9 @@ def runs(tmp_path_factory):
     data, vgg_path = str(tmp / 'data'), str(tmp / 'vgg.mat')
     tiny_zurich.make_dataset(data, n_train=4, n_test=1, side=64)
     vgg.write_random_vgg(vgg_path)
-    workers = ['127.0.0.1:%d' % p for p in free_ports(2)]
-    config = lambda i: json.dumps({'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': i}})
-    setups = {'single': {}, 'mirrored': {'PYNET_CPU_REPLICAS': '2'},
-              'worker0': {'TF_CONFIG': config(0)}, 'worker1': {'TF_CONFIG': config(1)},
-              'float16': {'precision': 'mixed_float16'}}
     procs = {}
-    for name, setup in setups.items():
+
+    def start(name, setup):
         models = str(tmp / ('workers' if name.startswith('worker') else name))
         args = ['level=5', 'batch_size=2', 'train_size=4', 'num_train_iters=1', 'eval_step=1',
                 'learning_rate=%g' % LEARNING_RATE, 'dataset_dir=' + data, 'vgg_dir=' + vgg_path,
@@ -47,11 +46,23 @@ def runs(tmp_path_factory):
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0')
         env.pop('TF_CONFIG', None)
         env.update({k: v for k, v in setup.items() if k != 'precision'})
+        if name in procs:
+            procs[name][1].close()      # a worker started again on new ports
         log = open(str(tmp / (name + '.log')), 'w')
         procs[name] = (subprocess.Popen([sys.executable, os.path.join(REPO, 'train_model.py')] + args, cwd=REPO,
                                         env=env, stdout=log, stderr=subprocess.STDOUT), log, models)
+        return procs[name][0], log.name
+
+    def start_workers(workers):
+        config = lambda i: json.dumps({'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': i}})
+        return [start('worker%d' % i, {'TF_CONFIG': config(i)}) for i in range(2)]
+
     results = {}
     try:
+        for name, setup in {'single': {}, 'mirrored': {'PYNET_CPU_REPLICAS': '2'},
+                            'float16': {'precision': 'mixed_float16'}}.items():
+            start(name, setup)
+        run_workers(start_workers)
         for name, (proc, log, models) in procs.items():
             code = proc.wait(timeout=400)
             log.close()
@@ -99,12 +110,14 @@ def assert_same_step(models, reference_models):
     assert (diffs > 1e-6).mean() < 0.01     # only near-zero gradients flipped sign
 
 
+@SLOW
 def test_mirrored_replicas_train_like_one_device(runs):
     single, mirrored = finished(runs['single']), finished(runs['mirrored'])
     assert '2 replica(s)' in mirrored['output'] and 'one device' in single['output']
     assert_same_step(mirrored['models'], single['models'])
 
 
+@SLOW
 def test_two_workers_train_together_like_one_process(runs):
     chief, other = finished(runs['worker0']), finished(runs['worker1'])
     assert 'worker 0 of 2, 2 replica(s) in sync' in chief['output']
@@ -114,13 +127,23 @@ def test_two_workers_train_together_like_one_process(runs):
     assert_same_step(chief['models'], finished(runs['single'])['models'])
 
 
-def test_float16_training_runs_end_to_end(runs):
+@SLOW
+def test_float16_training_computes_in_float16_and_keeps_float32_weights(runs):
+    import tensorflow.compat.v1 as tf
     result = finished(runs['float16'])
     train, test, psnr = logged(result['models'])
     assert np.isfinite([train, test, psnr]).all()
     assert len(weights(result['models'])) == 437
+    # Iteration 1's training loss is computed at the initial weights, the same seeded ones as the
+    # float32 run's, on the same batch: float16 rounding moves it far more than float32's would,
+    # far less than a different computation would.
+    reference = logged(finished(runs['single'])['models'])[0]
+    assert 1e-4 < abs(train - reference) / reference < 0.05, (train, reference)
+    reader = tf.train.load_checkpoint(checkpoints.checkpoint_path(result['models'], 5, 1))
+    assert set(reader.get_variable_to_dtype_map().values()) == {tf.float32}
 
 
+@SLOW
 def test_tensorboard_next_to_the_checkpoints(runs):
     models = finished(runs['single'])['models']
     tags = read_event_tags(summaries.tensorboard_dir(models, 5))
@@ -130,6 +153,7 @@ def test_tensorboard_next_to_the_checkpoints(runs):
     assert 'test/output_target/0' in tags
 
 
+@SLOW
 def test_resume_of_a_finished_level_says_so(runs):
     single = finished(runs['single'])
     result = run_script('train_model.py', *(single['args'] + ['resume=true']))
@@ -137,6 +161,7 @@ def test_resume_of_a_finished_level_says_so(runs):
     assert 'already trained to iteration 1' in result.stdout
 
 
+@SLOW
 def test_wrong_scale_settings_are_one_line_errors(runs):
     single = finished(runs['single'])
     args = [a for a in single['args'] if not a.startswith('models_dir=')]

@@ -38,6 +38,29 @@ def max_difference(a, b):
                for name in a.get_variable_to_shape_map())
 
 
+def save_shifted_copy(workspace, level, iteration, new_iteration, shift):
+    """Saves level's checkpoint `iteration` with every weight moved by `shift` as iteration `new_iteration`."""
+    reader = checkpoint(workspace, level, iteration)
+    names = sorted(reader.get_variable_to_shape_map())
+    tf.raw_ops.SaveV2(prefix=checkpoints.checkpoint_path(str(workspace / 'models'), level, new_iteration),
+                      tensor_names=names, shape_and_slices=[''] * len(names),
+                      tensors=[reader.get_tensor(name) + np.float32(shift) for name in names])   # eager: written now
+    return checkpoint(workspace, level, new_iteration)
+
+
+# The published loss of each level from its logged parts (PyNET paper): MSE, content and 1 - SSIM terms.
+PUBLISHED_LOSS = {5: lambda m, c, s: 100 * m, 4: lambda m, c, s: 100 * m,
+                  3: lambda m, c, s: 100 * m + c, 2: lambda m, c, s: 100 * m + c,
+                  1: lambda m, c, s: 50 * m + c, 0: lambda m, c, s: 20 * m + c + 20 * (1 - s)}
+
+
+def logged_test_numbers(line):
+    """{'loss', 'content', 'mse', 'psnr', and 'ssim' at levels 1 and 0} of a logs.txt line's test part."""
+    return {k: float(v) for k, v in re.findall(r'(loss|content|mse|psnr|ssim) ([-\d.e+]+)', line.split('|')[1])}
+
+
+# Seven training runs one after another: a longer limit (pytest-timeout).
+@pytest.mark.timeout(1800)
 def test_cli_trains_level_5_then_4_down_to_0(workspace):
     models, results = workspace / 'models', workspace / 'results'
     logs = models / 'logs.txt'
@@ -51,7 +74,7 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
     lines = logs.read_text().splitlines()
     assert [l.split(':')[0] for l in lines] == ['level 5, iteration 2', 'level 5, iteration 3']
     for line in lines:
-        numbers = dict(re.findall(r'(loss|content|mse|psnr) ([-\d.e+]+)', line.split('|')[1]))
+        numbers = logged_test_numbers(line)
         assert set(numbers) == {'loss', 'content', 'mse', 'psnr'}
         # level 5: loss = 100 * mse; PSNR, a mean of per-image PSNRs, is at least that of the mean MSE
         assert float(numbers['loss']) == pytest.approx(100 * float(numbers['mse']), rel=1e-4)
@@ -69,10 +92,14 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
     assert max_difference(level5_2, level5_3) > 5e-4
     assert max_difference(level4, level5_2) < 3e-5
     for level in (3, 2, 1, 0):
-        result = train(workspace, 'level=%d' % level, 'num_train_iters=2', 'eval_step=2')
+        # Level L starts from the last checkpoint of level L + 1: here a copy with every weight moved by
+        # 0.002, which two Adam steps of 1e-5 cannot reach from any other start.
+        start = save_shifted_copy(workspace, level + 1, 2, 9, shift=0.002)
+        result = train(workspace, 'level=%d' % level, 'num_train_iters=2', 'eval_step=2', 'learning_rate=1e-5')
         assert result.returncode == 0, result.stderr[-3000:]
-        assert 'starting from models/pynet_level_%d_iteration_%d.ckpt' % (level + 1, 2) in result.stdout
+        assert 'starting from models/pynet_level_%d_iteration_9.ckpt' % (level + 1) in result.stdout
         assert checkpoints.saved_iterations(str(models), level) == [2]
+        assert max_difference(checkpoint(workspace, level, 2), start) < 3e-5
         last = logs.read_text().splitlines()[-1]
         assert last.startswith('level %d, iteration 2: train loss ' % level)
         if level <= 1:     # 64 px and 32 px outputs: too small for 5-scale MS-SSIM, said so
@@ -80,6 +107,18 @@ def test_cli_trains_level_5_then_4_down_to_0(workspace):
             assert re.search(r', ssim 0\.\d+', last) and 'ms-ssim' not in last
         else:
             assert 'ssim' not in last
+    # Every level's logged test loss is its published weighting of the logged MSE, content and SSIM.
+    # (The random VGG's features of outputs of 16 px and less are ~0, so the content weight of levels
+    # 3 and 2 shows only in test_losses.py; at levels 1 and 0 every term weighs.)
+    for line in logs.read_text().splitlines():
+        level = int(line.split(',')[0].split()[1])
+        numbers = logged_test_numbers(line)
+        parts = numbers['mse'], numbers['content'], numbers.get('ssim')
+        assert numbers['loss'] == pytest.approx(PUBLISHED_LOSS[level](*parts), rel=1e-4), line
+        if level <= 1:
+            assert numbers['content'] > 0.01 * numbers['loss'], line
+        if level == 0:
+            assert 20 * (1 - numbers['ssim']) > 0.1 * numbers['loss'], line
     assert len(logs.read_text().splitlines()) == 2 + 5
     assert len(os.listdir(results)) == 6 + 5 * 3
     # a picture is output | target at the level's size: level 0 is 64 px high, two images wide

@@ -1,0 +1,98 @@
+"""demo.py and baseline.py through their command lines, with tiny settings: the numbers they print
+are those of the steps they ran (and, for baseline.py, of an independent computation), and they
+write the files they say."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import baseline
+import image_io
+import make_synthetic_dataset as msd
+import reference_metrics as ref
+from conftest import run_script
+
+LEVELS = (5, 4, 3, 2, 1, 0)
+
+
+# The whole demo, ten scripts one after another: a longer limit (pytest-timeout).
+@pytest.mark.timeout(1800)
+def test_demo_with_the_smallest_settings(tmp_path):
+    out = tmp_path / 'demo'
+    result = run_script('demo.py', 'output_dir=%s' % out, 'patch_size=32', 'train_patches=4', 'test_patches=2',
+                        'iterations=2,2,2,2,2,2', 'batch_sizes=2,2,2,2,2,2', 'vgg_dir=%s' % (tmp_path / 'none.mat'),
+                        cwd=str(tmp_path), timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout
+    assert 'content loss uses a VGG-19 with RANDOM weights' in text and (out / 'vgg_random_weights.mat').is_file()
+
+    # Every level trained from the one below, each saved and logged once, in order.
+    for level in LEVELS:
+        assert (out / 'models' / ('pynet_level_%d_iteration_2.ckpt.index' % level)).is_file()
+    logged = [int(line.split(',')[0].split()[1]) for line in (out / 'models' / 'logs.txt').read_text().splitlines()]
+    assert logged == list(LEVELS)
+
+    # The table: PyNET's row is what evaluate_accuracy.py printed, the others baseline.py's metrics.json.
+    evaluated = re.search(r'^PSNR: ([\d.]+), SSIM: ([\d.]+)$', text, re.M)
+    table = text[text.index('=== Results'):]
+    rows = re.findall(r'^(\S.*?)\s+([\d.]+)\s+([\d.]+)$', table, re.M)
+    assert len(rows) == 3 and rows[0][0].startswith('PyNET'), table
+    assert rows[0][1:] == ('%.2f' % float(evaluated.group(1)), '%.4f' % float(evaluated.group(2)))
+    metrics = json.loads((out / 'baseline' / 'metrics.json').read_text())
+    for (label, psnr, ssim), method in zip(rows[1:], baseline.METHODS):
+        assert label == baseline.NAMES[method]
+        assert (psnr, ssim) == ('%.2f' % metrics[method]['psnr'], '%.4f' % metrics[method]['ssim'])
+    best = max(rows, key=lambda row: float(row[1]))
+    assert 'Highest PSNR: %s.' % best[0] in table
+
+    # The pictures it lists: the full-resolution scene, PyNET's rendering of it and both baselines.
+    listed = dict(re.findall(r'^  (\w+)\s+(\S+\.jpg)$', table, re.M))
+    assert sorted(listed) == ['baseline_isp', 'baseline_libraw', 'pynet', 'side_by_side', 'target']
+    sizes = {name: Image.open(path).size for name, path in listed.items()}
+    width, height = sizes['target']
+    assert all(sizes[name] == (width, height) for name in ('pynet', 'baseline_isp', 'baseline_libraw'))
+    assert sizes['side_by_side'] == (4 * width, height)
+    rendered = os.listdir(out / 'full-resolution')
+    assert len(rendered) == 1 and rendered[0].endswith('_level_0_iteration_2.png')
+    assert Image.open(out / 'full-resolution' / rendered[0]).size == (width, height)
+
+
+def test_baseline_scores_equal_an_independent_computation(tmp_path):
+    dataset = str(tmp_path / 'data')
+    msd.main(['output_dir=' + dataset, 'patch_size=192', 'train_patches=1', 'test_patches=2',
+              'train_photos=coffee', 'test_photos=chelsea'])
+    out = tmp_path / 'baseline'
+    result = run_script('baseline.py', 'dataset_dir=' + dataset, 'output_dir=%s' % out, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / 'metrics.json').read_text())
+    for method in baseline.METHODS:
+        line = baseline.format_row(baseline.NAMES[method], metrics[method])
+        assert line in result.stdout and 'MS-SSIM' in line
+
+    # The pipelines' outputs scored here: PSNR in numpy, SSIM by scikit-image, MS-SSIM in numpy.
+    info = msd.read_info(dataset)
+    xyz_to_cam = np.array(info['xyz_to_cam'])
+    for method in baseline.METHODS:
+        scores = []
+        for record in info['test']:
+            raw = image_io.read_raw_png(os.path.join(dataset, 'test', 'huawei_raw', '%d.png' % record['index']))
+            target = image_io.read_rgb_image(os.path.join(dataset, 'test', 'canon', '%d.jpg' % record['index']))
+            target = (target / 255.0).astype(np.float32)
+            output = np.clip(baseline.RENDERERS[method](raw, xyz_to_cam, baseline.scene_of(record), info['config']),
+                             0, 1).astype(np.float32)
+            scores.append((ref.psnr(output, target), ref.ssim(output, target), ref.ms_ssim(output, target)))
+        psnr, ssim, ms_ssim = np.mean(scores, axis=0)
+        assert metrics[method]['patches'] == 2
+        assert abs(metrics[method]['psnr'] - psnr) < 1e-3, (method, metrics[method], psnr)
+        assert abs(metrics[method]['ssim'] - ssim) < 1e-4 and abs(metrics[method]['ms_ssim'] - ms_ssim) < 1e-4
+    assert metrics['isp']['psnr'] != metrics['libraw']['psnr']
+
+    # Each pipeline's rendering of the full-resolution RAW, at its size.
+    for record in info['full_resolution']:
+        raw = image_io.read_raw_png(os.path.join(dataset, 'test', 'huawei_full_resolution', record['name'] + '.png'))
+        for method in baseline.METHODS:
+            photo = Image.open(out / ('%s_%s.png' % (record['name'], method)))
+            assert photo.size == (raw.shape[1], raw.shape[0]) and photo.mode == 'RGB'
