@@ -113,10 +113,11 @@ class _Feature:
     before and after its own (a convolution's radius; one row before for the transposed convolution).
     """
 
-    def __init__(self, inputs, scale, channels, make=None, lookback=0, lookahead=0):
+    def __init__(self, inputs, scale, channels, make=None, lookback=0, lookahead=0, trim=False):
         self.inputs, self.scale, self.channels = inputs, scale, channels
         self.make = make            # function(input windows) -> this band's rows; None: rows of a stored array
         self.lookback, self.lookahead = lookback, lookahead
+        self.trim = trim            # make only the rows inside the image (a convolution: worth skipping)
         self.consumers = []
         lag = max([i.lag + lookahead * unit(i.scale) for i in inputs], default=0)
         self.lag = -(-lag // unit(scale)) * unit(scale)       # whole rows of its own
@@ -129,7 +130,7 @@ class _Feature:
 
     def padded(self):
         """Whether a consumer reads past the rows it makes, so that rows outside the image must be zeros."""
-        return self.make is not None and any(c.lookback or c.lookahead for c in self.consumers)
+        return self.make is not None and not self.trim and any(c.lookback or c.lookahead for c in self.consumers)
 
 
 class _Stream:
@@ -163,10 +164,11 @@ class _Stream:
             self.sources[array] = self._add(_Feature([], scale, channels))
         return self.sources[array]
 
-    def op(self, x, make, channels=None, lookback=0, lookahead=0, scale=None):
-        """make(window of x) -> this band's rows, reading `lookback`/`lookahead` rows of x beyond them."""
+    def op(self, x, make, channels=None, lookback=0, lookahead=0, scale=None, trim=False):
+        """make(window of x) -> this band's rows, reading `lookback`/`lookahead` rows of x beyond them;
+        with trim, make is only asked for the band's rows inside the image."""
         return self._add(_Feature([x], x.scale if scale is None else scale, channels or x.channels,
-                                  lambda windows: make(windows[0]), lookback, lookahead))
+                                  lambda windows: make(windows[0]), lookback, lookahead, trim))
 
     def cat(self, maps):
         """Concatenation on channels, the inputs lined up with the latest of them."""
@@ -193,11 +195,14 @@ class _Stream:
         """Adds the graph of one band to the default graph."""
         self.position = tf.placeholder(tf.int32, [])        # the band's first row, in 2S rows
         self.height = tf.placeholder(tf.int32, [])          # the image's height, in 2S rows
+        self.band = tf.placeholder(tf.int32, [])            # the band's height, in 2S rows
         self.carries = []                                   # (_Feature, rows, placeholder, next value)
         windows = {}
         for f in self.features:
             if f.make is None:
                 f.rows = tf.placeholder(tf.float32, [1, None, None, f.channels])
+            elif f.trim:
+                f.rows = self._inside_only(f, self._read(f, f.inputs[0], windows[f.inputs[0]]))
             else:
                 f.rows = f.make([self._read(f, i, windows[i]) for i in f.inputs])
             if f.padded():
@@ -214,6 +219,18 @@ class _Stream:
         inside = (rows >= 0) & (rows < self.height // unit(f.scale))
         return tf.cond(tf.reduce_all(inside), lambda: f.rows,
                        lambda: f.rows * tf.cast(inside, tf.float32)[None, :, None, None])
+
+    def _inside_only(self, f, window):
+        """f's rows made from its window only inside the image, zeros outside (what SAME padding reads there):
+        at the first and last bands, a convolution skips the rows that lie outside."""
+        first, count = (self.position - f.lag) // unit(f.scale), self.band // unit(f.scale)
+        above = tf.clip_by_value(-first, 0, count)
+        below = tf.clip_by_value(first + count - self.height // unit(f.scale), 0, count - above)
+
+        def inside():
+            part = _row_slice(window, above, above + count - above - below + f.lookback + f.lookahead)
+            return tf.pad(f.make([part]), [[0, 0], [above, below], [0, 0], [0, 0]])
+        return tf.cond(tf.equal(above + below, 0), lambda: f.make([window]), inside)
 
     def _window(self, f):
         """The rows of f that its consumers read: those carried over from earlier bands, then this band's."""
@@ -255,7 +272,7 @@ class _Stream:
         for mean, variance, key in self.norms:
             feed[mean], feed[variance] = statistics[key]
         for position, rows in self.steps(height, band):
-            feed[self.position] = position
+            feed[self.position], feed[self.band] = position, rows
             for array, f in self.sources.items():
                 feed[f.rows] = _rows(store[array], position // unit(f.scale), (position + rows) // unit(f.scale))
             feed.update((placeholder, value) for (_, _, placeholder, _), value in zip(self.carries, carried))
@@ -394,7 +411,7 @@ class _Plan:
         def make(window):
             y = model.conv_bias(self.weights, key, window, filters, size, pad_rows=False)
             return model.leaky_relu(y) if act else y
-        return stream.op(x, make, filters, size // 2, size // 2)
+        return stream.op(x, make, filters, size // 2, size // 2, trim=True)
 
     def feature(self, stream, name):
         """A LAYOUT feature map inside `stream`: read if stored, else computed there from its inputs."""

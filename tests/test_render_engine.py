@@ -47,7 +47,7 @@ def save_checkpoint(path, seed=0, kernel_gain=0.0, output_gain=10.0, instance_no
 
 
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
+def ckpt(tmp_path_factory):
     folder = tmp_path_factory.mktemp('render_ckpt')
     return {'varied': save_checkpoint(str(folder / 'varied.ckpt'), seed=1, kernel_gain=0.8)}
 
@@ -57,8 +57,8 @@ def packed_image(h, w, seed=0):
 
 
 @pytest.mark.parametrize('tile', [0, 16])
-def test_any_size_gives_exact_output_size_at_every_level(checkpoints, tile):
-    with render.Renderer(checkpoints['varied'], level=0, use_gpu=False, tile=tile) as renderer:
+def test_any_size_gives_exact_output_size_at_every_level(ckpt, tile):
+    with render.Renderer(ckpt['varied'], level=0, use_gpu=False, tile=tile) as renderer:
         for h, w in [(1, 1), (3, 2), (23, 37)]:       # tiny: padding longer than the image
             out = renderer.render(packed_image(h, w), progress=False)
             assert out.shape == (2 * h, 2 * w, 3) and out.dtype == np.float32
@@ -71,14 +71,14 @@ def test_any_size_gives_exact_output_size_at_every_level(checkpoints, tile):
             assert np.isfinite(out).all() and out.std() > 1e-3
 
 
-def test_padding_reflects_and_crop_keeps_the_image(checkpoints):
+def test_padding_reflects_and_crop_keeps_the_image(ckpt):
     # Rendering an image and the same image already reflected to 48x64 agree on the original area.
     x = packed_image(40, 57)
     padded = render.pad_to_multiple(x)
     assert padded.shape == (48, 64, 4)
     np.testing.assert_array_equal(padded[40:42, :57], x[38:36:-1])
     np.testing.assert_array_equal(padded[:40, 57:59], x[:, 55:53:-1])
-    with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0) as renderer:
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=0) as renderer:
         a = renderer.render(x)
         b = renderer.render(padded)
     np.testing.assert_allclose(a, b[:80, :114], atol=1e-6)
@@ -116,10 +116,10 @@ def streamed_check(checkpoint, tile, sabotage=False):
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
-def test_streamed_equals_one_piece_at_every_level(checkpoints):
+def test_streamed_equals_one_piece_at_every_level(ckpt):
     # tile 48: bands of 8 packed rows over a 112-row image, the last band shorter, every stage in several bands
     # (level 2's blocks at half size in bands of 4 rows); instance norm with scales and shifts away from 1 and 0.
-    result = streamed_check(checkpoints['varied'], 48)
+    result = streamed_check(ckpt['varied'], 48)
     for level, r in result.items():
         assert r['band'] == 8
         assert r['std'] > 0.1, (level, r)                # the weights make a varied picture
@@ -129,9 +129,9 @@ def test_streamed_equals_one_piece_at_every_level(checkpoints):
         assert len(calls) > 20 if level <= 2 else len(calls) > 5, (level, len(calls))
 
 
-def test_streams_depend_on_their_carried_rows(checkpoints):
+def test_streams_depend_on_their_carried_rows(ckpt):
     # The check above is sensitive: lining the carried rows up one row wrong breaks the picture.
-    result = streamed_check(checkpoints['varied'], 48, sabotage=True)
+    result = streamed_check(ckpt['varied'], 48, sabotage=True)
     assert result[0]['diff'] > 1 / 255 and result[2]['diff'] > 1 / 255, result
 
 
@@ -161,12 +161,12 @@ def test_bands_cover_the_image_and_every_lag():
     assert render.band_height(512, 1984) == 128 and render.band_height(16, 5000) == render.BAND_ALIGN
 
 
-def test_bfloat16_falls_back_to_float32_with_a_message(checkpoints, monkeypatch, capsys):
+def test_bfloat16_falls_back_to_float32_with_a_message(ckpt, monkeypatch, capsys):
     x = packed_image(16, 16)
-    with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0) as renderer:
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=0) as renderer:
         reference = renderer.render(x)
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: False)
-    with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0, precision='bfloat16') as renderer:
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=0, precision='bfloat16') as renderer:
         assert renderer.precision == 'float32'
         out = renderer.render(x)
     lines = [l for l in capsys.readouterr().err.splitlines() if 'bfloat16' in l]
@@ -176,11 +176,11 @@ def test_bfloat16_falls_back_to_float32_with_a_message(checkpoints, monkeypatch,
 
 @pytest.mark.skipif(not utils.cpu_supports_bfloat16(),
                     reason='this CPU has no native bfloat16 (AVX512-BF16 or AMX): oneDNN does not rewrite to bfloat16')
-def test_bfloat16_renders_close_to_float32_where_supported(checkpoints):
+def test_bfloat16_renders_close_to_float32_where_supported(ckpt):
     x = packed_image(32, 32)
     outs = {}
     for precision in utils.RENDER_PRECISIONS:
-        with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0, precision=precision) as renderer:
+        with render.Renderer(ckpt['varied'], use_gpu=False, tile=0, precision=precision) as renderer:
             assert renderer.precision == precision
             outs[precision] = renderer.render(x)
     a, b = outs['bfloat16'], outs['float32']
@@ -209,13 +209,13 @@ def test_instance_norm_level_1_renders_in_one_piece(tmp_path, capsys):
 
 @pytest.mark.parametrize('kwargs, fragment', [({'precision': 'float16'}, 'precision'),
                                               ({'tile': 8}, 'tile'), ({'level': 6}, 'level')])
-def test_bad_settings_are_user_errors(checkpoints, kwargs, fragment):
+def test_bad_settings_are_user_errors(ckpt, kwargs, fragment):
     with pytest.raises(utils.UserError, match=fragment):
-        render.Renderer(checkpoints['varied'], use_gpu=False, **kwargs)
+        render.Renderer(ckpt['varied'], use_gpu=False, **kwargs)
 
 
-def test_bad_input_shape_is_a_user_error(checkpoints):
-    with render.Renderer(checkpoints['varied'], use_gpu=False, tile=0) as renderer:
+def test_bad_input_shape_is_a_user_error(ckpt):
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=0) as renderer:
         for bad in [np.zeros((8, 8, 3)), np.zeros((0, 8, 4)), np.zeros((8, 8))]:
             with pytest.raises(utils.UserError, match='packed RAW'):
                 renderer.render(bad)
