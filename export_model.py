@@ -17,9 +17,6 @@ import warnings
 
 import numpy as np
 
-import checkpoints
-import devices
-import model
 import utils
 from utils import Key, UserError
 
@@ -62,7 +59,8 @@ USAGE = 'python export_model.py [level=0] [orig=true | restore_iter=N] [format=t
 # checks before any heavy work
 
 def check_size(height, width):
-    """Raises a UserError unless the packed size is positive and divisible by 16."""
+    """Raises a UserError unless the packed size is positive and divisible by model.SIZE_MULTIPLE."""
+    import model
     for name, value in (('height', height), ('width', width)):
         if value <= 0 or value % model.SIZE_MULTIPLE:
             raise UserError('%s=%d: the packed input size must be a positive multiple of %d '
@@ -139,6 +137,9 @@ def write_saved_model(checkpoint, level, height, width, path, instance_norm_leve
     raw -> rgb. The weights are stored as variables (the checkpoint's values); loading prunes to the signature.
     max_patch_values: convolutions with a larger im2col matrix are built as row strips (model.conv2d_same)."""
     import tensorflow.compat.v1 as tf
+    import checkpoints
+    import devices
+    import model
     tf.get_logger().setLevel('ERROR')     # the v1 SavedModel builder announces its deprecation at length
     graph = tf.Graph()
     with graph.as_default():
@@ -194,7 +195,6 @@ def replace_path(tmp, path):
 
 def export(config):
     """Runs one export as described by `config` (the KEYS values); returns the output path."""
-    check_size(config['height'], config['width'])
     max_patch = patch_limit(config)
     if config['format'] == 'saved_model' and config['quant'] != 'none':
         raise UserError('quant=%s needs format=tflite: a SavedModel is always exported in float32'
@@ -210,6 +210,7 @@ def export(config):
         files = calibration_files(config['dataset_dir'])
     utils.import_tensorflow()
     import checkpoints
+    check_size(config['height'], config['width'])
     checkpoint, label = checkpoints.find_checkpoint(config['models_dir'], config['level'],
                                                     config['restore_iter'], config['orig'])
     output = config['output'] or default_output(config, label)
