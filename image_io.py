@@ -8,10 +8,9 @@ B, Gb, R, Gr, divided by 4*255.
 
 import logging
 import os
-import struct
 import sys
-import zlib
 
+import cv2
 import numpy as np
 import rawpy
 import tifffile
@@ -67,6 +66,14 @@ def read_rgb_image(path):
     return np.asarray(image)
 
 
+def read_rgb16_png(path):
+    """A 16-bit RGB PNG (as save_image writes with bits=16) as uint16 [H, W, 3]."""
+    bgr = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if bgr is None or bgr.ndim != 3 or bgr.dtype != np.uint16:
+        raise UserError('%s is not a 16-bit RGB PNG' % path)
+    return bgr[..., ::-1].copy()
+
+
 def bayer_planes(mosaic):
     """Bayer mosaic [H, W] (H and W even) -> its four planes [H/2, W/2, 4] in B, Gb, R, Gr order, same dtype."""
     assert mosaic.ndim == 2 and mosaic.shape[0] % 2 == 0 and mosaic.shape[1] % 2 == 0, mosaic.shape
@@ -93,31 +100,14 @@ def save_image(path, image01, bits=8, quality=95):
     if bits == 16 and ext != '.png':
         raise UserError('16-bit output needs a .png file, not %s' % path)
     with atomic_path(path) as tmp:
-        if bits == 16:
-            _write_png16_rgb(tmp, to_uint(image01, 16))
+        if bits == 16:     # Pillow cannot write 16-bit RGB PNGs; OpenCV can (in BGR order)
+            if not cv2.imwrite(tmp, to_uint(image01, 16)[..., ::-1]):
+                raise OSError('OpenCV could not write %s' % tmp)
         else:
             fmt = 'JPEG' if ext in ('.jpg', '.jpeg') else 'PNG'
             options = {'quality': quality} if fmt == 'JPEG' else {}
             Image.fromarray(to_uint(image01, 8)).save(tmp, format=fmt, **options)
     return path
-
-
-def _write_png16_rgb(path, rgb16):
-    # Pillow (and imageio, which goes through it) cannot write 16-bit RGB PNGs: write the chunks
-    # directly (IHDR with bit depth 16 and colour type 2, one zlib IDAT of unfiltered rows).
-    height, width, channels = rgb16.shape
-    assert channels == 3 and rgb16.dtype == np.uint16, (rgb16.shape, rgb16.dtype)
-    rows = np.ascontiguousarray(rgb16, dtype='>u2').reshape(height, width * 3).view(np.uint8)
-    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)   # filter type 0
-
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff)
-
-    with open(path, 'wb') as f:
-        f.write(b'\x89PNG\r\n\x1a\n')
-        f.write(chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 16, 2, 0, 0, 0)))
-        f.write(chunk(b'IDAT', zlib.compress(scanlines.tobytes(), 6)))
-        f.write(chunk(b'IEND', b''))
 
 
 def save_raw_png(path, mosaic, flip=0):

@@ -260,43 +260,50 @@ class _Stream:
 
     def run(self, sess, store, statistics, height, width, band, bar):
         """The pass over a padded image of height x width packed pixels, `band` packed rows at a time:
-        reads and writes the arrays of `store`, adds the sinks' moments to `statistics`."""
+        reads and writes the arrays of `store`, adds the sinks' whole-image moments to `statistics`."""
         for f, array, _ in self.sinks:
             if array not in store:
                 store[array] = np.empty((2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels),
                                         np.float32)
         carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
                    for f, rows, _, _ in self.carries]
-        parts = [[] for _ in self.sinks]
         feed = {self.height: 2 * height}
         for mean, variance, key in self.norms:
             feed[mean], feed[variance] = statistics[key]
+        parts = [[] for _ in self.sinks]            # (pixels, mean, variance) of each band, per sink
         for position, rows in self.steps(height, band):
-            feed[self.position], feed[self.band] = position, rows
-            for array, f in self.sources.items():
-                feed[f.rows] = _rows(store[array], position // unit(f.scale), (position + rows) // unit(f.scale))
-            feed.update((placeholder, value) for (_, _, placeholder, _), value in zip(self.carries, carried))
-            spans, moments = [], {}
-            for i, ((f, array, key), (first, count)) in enumerate(zip(self.sinks, self.valid)):
-                top = (position - f.lag) // unit(f.scale)
-                lo = max(top, 0)
-                hi = max(lo, min(top + rows // unit(f.scale), len(store[array])))
-                spans.append((top, lo, hi))
-                feed[first], feed[count] = lo - top, hi - lo
-                if key and hi > lo:
-                    moments[i] = self.moments[i]
-            out = sess.run({'rows': [f.rows for f, _, _ in self.sinks], 'moments': moments,
-                            'carried': [value for _, _, _, value in self.carries]}, feed)
+            spans = [self._span(f, len(store[array]), position, rows) for f, array, _ in self.sinks]
+            feed.update(self._band_feed(store, position, rows, carried, spans))
+            out = sess.run({'rows': [f.rows for f, _, _ in self.sinks], 'carried': [c[3] for c in self.carries],
+                            'moments': {i: self.moments[i] for i, ((_, _, key), (_, lo, hi))
+                                        in enumerate(zip(self.sinks, spans)) if key and hi > lo}}, feed)
             carried = out['carried']
             for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
                 store[array][lo:hi] = value[0, lo - top:hi - top]
             for i, (mean, variance) in out['moments'].items():
-                top, lo, hi = spans[i]
+                _, lo, hi = spans[i]
                 parts[i].append(((hi - lo) * store[self.sinks[i][1]].shape[1], mean, variance))
             bar.step()
         for (_, _, key), p in zip(self.sinks, parts):
             if key:
                 statistics[key] = combine_moments(p)
+
+    @staticmethod
+    def _span(f, height, position, rows):
+        """(first row of f's band, first and end row of it inside the image) for a band at `position`."""
+        top = (position - f.lag) // unit(f.scale)
+        lo = max(top, 0)
+        return top, lo, max(lo, min(top + rows // unit(f.scale), height))
+
+    def _band_feed(self, store, position, rows, carried, spans):
+        """The feed of one band: its place, the sources' new rows, the carried rows, the sinks' rows in the image."""
+        feed = {self.position: position, self.band: rows}
+        for array, f in self.sources.items():
+            feed[f.rows] = _rows(store[array], position // unit(f.scale), (position + rows) // unit(f.scale))
+        feed.update((placeholder, value) for (_, _, placeholder, _), value in zip(self.carries, carried))
+        for (first, count), (top, lo, hi) in zip(self.valid, spans):
+            feed[first], feed[count] = lo - top, hi - lo
+        return feed
 
 
 def _row_slice(x, start, stop):

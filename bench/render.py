@@ -115,8 +115,9 @@ def run(cfg, config, size, models):
 
 
 def output_of(result):
+    """The 16-bit photo a run wrote, as float in [0, 1]."""
     folder = result['output_dir']
-    return image_io.read_rgb_image(os.path.join(folder, sorted(os.listdir(folder))[0]))
+    return image_io.read_rgb16_png(os.path.join(folder, sorted(os.listdir(folder))[0])) / 65535.0
 
 
 def measure(cfg, results, configs, sizes, models):
@@ -145,6 +146,7 @@ def compare(results, configs, size):
     base = results.get('%s@%dx%d' % ((BASELINE,) + size), {})
     if 'per_photo' not in base:
         return
+    import losses       # TensorFlow: only after every measurement, so that no child inherits its memory
     reference = output_of(base)
     for config in configs:
         r = results.get('%s@%dx%d' % ((config,) + size), {})
@@ -153,8 +155,7 @@ def compare(results, configs, size):
         out = output_of(r)
         r['speedup'] = base['per_photo'] / r['per_photo']
         r['max_abs_diff'] = float(np.abs(out - reference).max())
-        mse = float(np.mean((out - reference) ** 2))
-        r['psnr_db'] = float('inf') if mse == 0 else 10 * np.log10(1 / mse)
+        r['psnr_db'] = float(losses.psnr(np.mean((out - reference) ** 2)))
 
 
 def save(cfg, results):
@@ -183,7 +184,7 @@ def table(results, configs, sizes):
             lines.append('| %s%s | `%s` | %.1f | %s | %.1f | %.2f | %s | %s |' % (
                 config, ' (fell back to float32)' if fell_back else '', keys, r['per_photo'],
                 '%.2fx' % r['speedup'] if 'speedup' in r else '(baseline)', r['cpu_per_photo'], r['peak_gb'],
-                ('%.1f' % r['psnr_db'] if r['psnr_db'] != float('inf') else 'identical') if 'psnr_db' in r else '',
+                ('%.1f' % r['psnr_db'] if r['max_abs_diff'] else 'identical') if 'psnr_db' in r else '',
                 '%.2g' % r['max_abs_diff'] if 'max_abs_diff' in r else ''))
     return lines
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import image_io
 from conftest import assert_one_line_error, run_script
-from test_test_model import EXACT_ENV, read_png16_rgb, shared_models_dir
+from test_test_model import EXACT_ENV, shared_models_dir
 
 # (row, col) where each pattern's DNG starts relative to the Zurich (RGGB) scene: one row and/or
 # column earlier moves R off (0, 0) and gives the other three patterns.
@@ -178,7 +178,7 @@ def test_dng_and_its_png_render_alike_for_every_pattern(converted, models_dir, t
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(out)) == sorted('%s_%s_level_0_orig.png' % (name, ext) for ext in ('dng', 'png')
                                              for name in ('RGGB', 'GRBG', 'GBRG', 'BGGR', 'upright'))
-    photos = {name: read_png16_rgb(out / name) for name in os.listdir(out)}
+    photos = {name: image_io.read_rgb16_png(str(out / name)) for name in os.listdir(out)}
     upright = photos.pop('upright_dng_level_0_orig.png')
     np.testing.assert_array_equal(photos.pop('upright_png_level_0_orig.png'), upright)
     assert upright.shape == SCENE_SHAPE + (3,) and upright.std() > 100

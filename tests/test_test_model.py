@@ -1,8 +1,6 @@
 """test_model.py: checkpoints written by our code render at every level, any size, clipped; bad input fails on one line."""
 import os
 import shutil
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -161,24 +159,6 @@ def test_every_level_through_the_command_line(models_dir, references, tmp_path):
         diff = np.abs(photo.astype(int) - image_io.to_uint(references['levels'][level], 8).astype(int))
         assert diff.max() <= 1, (level, diff.max())
         assert photo.std() > 1, 'the picture should depend on the input'
-
-
-def read_png16_rgb(path):
-    """A 16-bit RGB PNG as image_io writes it (one unfiltered IDAT stream); Pillow reads only 8 bits of it."""
-    data = open(path, 'rb').read()
-    pos, idat = 8, b''
-    while pos < len(data):
-        size, kind = struct.unpack('>I', data[pos:pos + 4])[0], data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + size]
-        if kind == b'IHDR':
-            width, height, depth, colour = struct.unpack('>IIBB', body[:10])
-            assert (depth, colour) == (16, 2)
-        elif kind == b'IDAT':
-            idat += body
-        pos += 12 + size
-    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + width * 6)
-    assert (rows[:, 0] == 0).all()
-    return rows[:, 1:].copy().view('>u2').reshape(height, width, 3).astype(np.uint16)
 
 
 def test_output_names_stay_distinct():
