@@ -214,6 +214,11 @@ def raw_files(folder, extensions=RAW_IMAGE_EXTENSIONS):
             if os.path.splitext(n)[1].lower() in extensions and os.path.isfile(os.path.join(folder, n))]
 
 
+def is_camera_raw_path(path):
+    """True for file names with a camera RAW extension (.dng, .cr2, .nef, ...)."""
+    return os.path.splitext(path)[1].lower() in CAMERA_RAW_EXTENSIONS
+
+
 def apply_flip(image, flip):
     """Orients an image [H, W, ...] as LibRaw's `flip` code says: mirror rows (2), columns (1), then transpose (4)."""
     if flip not in FLIP_TO_EXIF_ORIENTATION:

@@ -23,7 +23,6 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import checkpoints  # noqa: E402
 import image_io  # noqa: E402
 import utils  # noqa: E402
 from utils import Key, UserError  # noqa: E402
@@ -58,6 +57,8 @@ def models_dir(cfg):
     """The models folder to render with: given, or bench/export.py's briefly trained one (made if missing)."""
     if cfg['models_dir']:
         return cfg['models_dir']
+    utils.import_tensorflow()   # deferred: `help` and bad keys answer without TensorFlow's start-up
+    import checkpoints
     models = os.path.join(cfg['weights_dir'], 'models')
     if not checkpoints.saved_iterations(models, 0):
         subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'export.py'), 'stage=weights',
