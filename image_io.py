@@ -80,6 +80,15 @@ def bayer_planes(mosaic):
     return np.stack([mosaic[r::2, c::2] for r, c in PACKED_CHANNEL_OFFSETS], axis=-1)
 
 
+def mosaic_from_planes(planes):
+    """The inverse of bayer_planes: four planes [h, w, 4] in B, Gb, R, Gr order -> Bayer mosaic [2h, 2w]."""
+    assert planes.ndim == 3 and planes.shape[-1] == 4, planes.shape
+    mosaic = np.empty((2 * planes.shape[0], 2 * planes.shape[1]), planes.dtype)
+    for k, (r, c) in enumerate(PACKED_CHANNEL_OFFSETS):
+        mosaic[r::2, c::2] = planes[..., k]
+    return mosaic
+
+
 def pack_raw(mosaic):
     """Bayer mosaic [H, W] (H and W even) -> float32 [H/2, W/2, 4] in B, Gb, R, Gr order, /1020."""
     return bayer_planes(mosaic).astype(np.float32) / RAW_SCALE

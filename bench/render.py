@@ -75,14 +75,14 @@ def write_input(cfg, height, width):
     files = sorted(f for f in os.listdir(folder) if f.endswith('.png')) if os.path.isdir(folder) else []
     if not files:
         raise UserError('no synthetic test RAW in %s: run python bench/export.py stage=weights' % folder)
-    packed = image_io.pack_raw(image_io.read_raw_png(os.path.join(folder, files[0])))
+    packed = image_io.bayer_planes(image_io.read_raw_png(os.path.join(folder, files[0])))
     h, w = packed.shape[:2]
     top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
     packed = packed[top:top + height, left:left + width]
     pad_h, pad_w = height - packed.shape[0], width - packed.shape[1]
     packed = np.pad(packed, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
                     mode='symmetric')
-    image_io.save_raw_png(path, np.round(image_io.unpack_raw(packed) * image_io.RAW_SCALE).astype(np.uint16))
+    image_io.save_raw_png(path, image_io.mosaic_from_planes(packed))
     return path
 
 
