@@ -274,15 +274,17 @@ class _Stream:
         for position, rows in self.steps(height, band):
             spans = [self._span(f, len(store[array]), position, rows) for f, array, _ in self.sinks]
             feed.update(self._band_feed(store, position, rows, carried, spans))
+            # The same fetches in every band (moments of no rows are NaN, and dropped here): one
+            # executor per pass, which the Renderer builds before the first photo.
             out = sess.run({'rows': [f.rows for f, _, _ in self.sinks], 'carried': [c[3] for c in self.carries],
-                            'moments': {i: self.moments[i] for i, ((_, _, key), (_, lo, hi))
-                                        in enumerate(zip(self.sinks, spans)) if key and hi > lo}}, feed)
+                            'moments': {i: m for i, m in enumerate(self.moments) if m is not None}}, feed)
             carried = out['carried']
             for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
                 store[array][lo:hi] = value[0, lo - top:hi - top]
             for i, (mean, variance) in out['moments'].items():
                 _, lo, hi = spans[i]
-                parts[i].append(((hi - lo) * store[self.sinks[i][1]].shape[1], mean, variance))
+                if hi > lo:
+                    parts[i].append(((hi - lo) * store[self.sinks[i][1]].shape[1], mean, variance))
             bar.step()
         for (_, _, key), p in zip(self.sinks, parts):
             if key:
@@ -560,13 +562,18 @@ class Renderer:
         if self.level not in self.plans:
             with self.graph.as_default():
                 self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
+            # TensorFlow builds a pass's executor at its first run (seconds for all passes, whatever the
+            # image): a small blank image in small bands pays that here, once, not the first photo.
+            side = 2 * model.SIZE_MULTIPLE
+            self._render_streamed(np.zeros((side, side, model.INPUT_CHANNELS), np.float32), False, BAND_ALIGN)
         return self.plans[self.level]
 
-    def _render_streamed(self, padded, progress):
-        """The level's passes in order, each stored array freed after the last pass that reads it."""
+    def _render_streamed(self, padded, progress, band=None):
+        """The level's passes in order, each stored array freed after the last pass that reads it;
+        `band` packed rows at a time (default: from the tile size)."""
         plan = self._plan()
         height, width = padded.shape[:2]
-        band = band_height(self.tile, width)
+        band = band or band_height(self.tile, width)
         bar = _Progress(progress, sum(len(p.steps(height, band)) if isinstance(p, _Stream) else 1
                                       for p in plan.passes))
         store, statistics = {model.INPUT: padded}, {}

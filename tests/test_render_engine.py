@@ -89,6 +89,7 @@ import json, sys
 import numpy as np
 import render
 checkpoint, tile, sabotage = sys.argv[1], int(sys.argv[2]), sys.argv[3] == 'sabotage'
+levels = [int(l) for l in sys.argv[4].split(',')]
 x = np.random.default_rng(3).random((100, 190, 4)).astype(np.float32)     # padded to 112 x 192
 if sabotage:        # carry the first rows of each window over to the next band instead of its last ones
     import tensorflow.compat.v1 as tf
@@ -102,7 +103,7 @@ if sabotage:        # carry the first rows of each window over to the next band 
         return window
     render._Stream._window = wrong_rows
 result = {}
-for level in range(6):
+for level in levels:
     with render.Renderer(checkpoint, level=level, use_gpu=False, tile=0) as r:
         whole = r.render(x)
     with render.Renderer(checkpoint, level=level, use_gpu=False, tile=tile) as r:
@@ -114,11 +115,11 @@ print(json.dumps(result))
 '''
 
 
-def streamed_check(checkpoint, tile, sabotage=False):
+def streamed_check(checkpoint, tile, sabotage=False, levels=range(6)):
     # Eigen kernels (oneDNN off), so that bands and the whole image differ only by summation order.
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0', PYTHONPATH=REPO)
     done = subprocess.run([sys.executable, '-c', STREAMED_CHECK, checkpoint, str(tile),
-                           'sabotage' if sabotage else 'exact'],
+                           'sabotage' if sabotage else 'exact', ','.join(map(str, levels))],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
@@ -139,7 +140,7 @@ def test_streamed_equals_one_piece_at_every_level(ckpt):
 
 def test_streams_depend_on_their_carried_rows(ckpt):
     # The check above is sensitive: carrying the wrong rows from band to band breaks the picture.
-    result = streamed_check(ckpt['varied'], 48, sabotage=True)
+    result = streamed_check(ckpt['varied'], 48, sabotage=True, levels=(0, 2))
     assert result[0]['diff'] > 1 / 255 and result[2]['diff'] > 1 / 255, result
 
 
