@@ -52,6 +52,7 @@ def test_pack_unpack_is_lossless_in_the_spec_channel_order():
     for channel, (r, c) in enumerate(((1, 1), (0, 1), (0, 0), (1, 0))):
         np.testing.assert_array_equal(packed[..., channel], mosaic[r::2, c::2].astype(np.float32) / 1020)
     np.testing.assert_array_equal(np.round(packed * 1020).astype(np.uint16), image_io.bayer_planes(mosaic))  # lossless
+    np.testing.assert_array_equal(image_io.mosaic_from_planes(image_io.bayer_planes(mosaic)), mosaic)   # the inverse
 
 
 def test_rggb_with_the_training_levels_is_the_exact_mosaic(tmp_path):
