@@ -563,9 +563,10 @@ class Renderer:
             with self.graph.as_default():
                 self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
             # TensorFlow builds a pass's executor at its first run (seconds for all passes, whatever the
-            # image): a small blank image in small bands pays that here, once, not the first photo.
+            # image): a small blank image, in as few bands as its lags allow, pays that here, once, not
+            # the first photo.
             side = 2 * model.SIZE_MULTIPLE
-            self._render_streamed(np.zeros((side, side, model.INPUT_CHANNELS), np.float32), False, BAND_ALIGN)
+            self._render_streamed(np.zeros((side, side, model.INPUT_CHANNELS), np.float32), False, side)
         return self.plans[self.level]
 
     def _render_streamed(self, padded, progress, band=None):
