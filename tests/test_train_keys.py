@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import fake_vgg
 import load_dataset
 import tiny_zurich
 import train_model
@@ -17,7 +16,7 @@ from conftest import assert_one_line_error, run_script
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('train_keys')
     tiny_zurich.make_dataset(str(root / 'data'), n_train=4, n_test=2, side=64)
-    fake_vgg.write_fake_vgg(str(root / 'vgg.mat'))
+    vgg.write_random_vgg(str(root / 'vgg.mat'))
     return root
 
 
