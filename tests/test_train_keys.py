@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import load_dataset
 import tiny_zurich
 import train_model
@@ -41,7 +42,7 @@ def test_learning_rate_decays_to_end_learning_rate(workspace):
     result = train(workspace, 'level=5', 'num_train_iters=3', 'eval_step=2', 'learning_rate=1e-3',
                    'end_learning_rate=0', 'models_dir=decay')
     assert result.returncode == 0, result.stderr[-3000:]
-    read = lambda i: tf.train.load_checkpoint(utils.checkpoint_path(str(workspace / 'decay'), 5, i))
+    read = lambda i: tf.train.load_checkpoint(checkpoints.checkpoint_path(str(workspace / 'decay'), 5, i))
     second, third = read(2), read(3)
     names = list(second.get_variable_to_shape_map())
     assert all(np.array_equal(second.get_tensor(n), third.get_tensor(n)) for n in names)
