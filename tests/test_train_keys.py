@@ -8,7 +8,6 @@ import checkpoints
 import load_dataset
 import tiny_zurich
 import train_model
-import utils
 import vgg
 from conftest import assert_one_line_error, run_script
 
