@@ -36,6 +36,8 @@ KEYS = {
     'batch_sizes': Key('8,8,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
     'learning_rates': Key('2e-4,2e-4,2e-4,2e-4,3e-4,3e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
                           'or one for all (the published 5e-5 is tuned for runs a hundred times longer)'),
+    'learning_rate_decay': Key(0.1, float, "fraction of each level's learning rate reached at its last iteration "
+                               'by a cosine decay (train_model.py end_learning_rate); 1: constant'),
     'content_weight': Key(None, float, 'weight of the VGG-19 content loss; none: 1 (published) with the real '
                           'VGG-19, 0 with the random-weight stand-in (its features mean nothing)'),
     'precision': Key('auto', str, 'training precision; auto: bfloat16 where the CPU has AVX512-BF16 or AMX, '
@@ -75,6 +77,10 @@ class Schedule:
         self.batch_sizes = per_level(config['batch_sizes'], 'batch_sizes')
         self.patch_sizes = per_level(config['train_patch_sizes'], 'train_patch_sizes')
         self.learning_rates = per_level(config['learning_rates'], 'learning_rates', float, allow_one=True)
+        self.decay = config['learning_rate_decay']
+        if not 0 <= self.decay <= 1:
+            raise UserError('learning_rate_decay=%g: must be between 0 and 1 (a fraction of the learning rate)'
+                            % self.decay)
         for key, size in [('patch_size', config['patch_size'])] + \
                 [('train_patch_sizes', s) for s in self.patch_sizes.values()]:
             if size < 32 or size % 32:
@@ -84,11 +90,21 @@ class Schedule:
     def total_iterations(self):
         return sum(self.iterations.values())
 
+    def end_learning_rate(self, level):
+        """The learning rate at the level's last iteration, or None for a constant one."""
+        return None if self.decay == 1 else self.learning_rates[level] * self.decay
+
     def describe(self):
         """One line per level, as printed before training."""
-        return ['level %d: %5d iterations of batch %2d, %3dx%-3d patches, learning rate %g'
-                % (level, self.iterations[level], self.batch_sizes[level], self.patch_sizes[level],
-                   self.patch_sizes[level], self.learning_rates[level]) for level in TRAIN_LEVELS]
+        lines = []
+        for level in TRAIN_LEVELS:
+            rate = '%g' % self.learning_rates[level]
+            if self.end_learning_rate(level) is not None:
+                rate += ' -> %g (cosine)' % self.end_learning_rate(level)
+            lines.append('level %d: %5d iterations of batch %2d, %3dx%-3d patches, learning rate %s'
+                         % (level, self.iterations[level], self.batch_sizes[level], self.patch_sizes[level],
+                            self.patch_sizes[level], rate))
+        return lines
 
 
 class Steps:
@@ -198,11 +214,13 @@ def train(config, steps, out, schedule):
         print('  ' + line)
 
     for level in TRAIN_LEVELS:
+        end_rate = schedule.end_learning_rate(level)
         steps.run('2. train level %d' % level, 'train_model.py', 'level=%d' % level,
                   'dataset_dir=' + dataset_dir(out, config, schedule.patch_sizes[level]), 'models_dir=' + models,
                   'results_dir=' + results, 'vgg_dir=' + vgg, 'batch_size=%d' % schedule.batch_sizes[level],
                   'num_train_iters=%d' % schedule.iterations[level], 'eval_step=%d' % schedule.iterations[level],
                   'train_size=%d' % config['train_patches'], 'learning_rate=%g' % schedule.learning_rates[level],
+                  *(['end_learning_rate=%g' % end_rate] if end_rate is not None else []),
                   'content_weight=%g' % content_weight, 'precision=' + precision)
     return real_vgg
 

@@ -38,8 +38,11 @@ def test_demo_with_the_smallest_settings(tmp_path):
     assert (out / 'raw_images_64px' / 'train' / 'huawei_raw' / '3.png').is_file()
     assert 'Training schedule (12 iterations in all)' in text
     for level, side in zip(LEVELS, (64, 64, 64, 64, 32, 32)):
-        assert re.search(r'level %d:\s+2 iterations of batch\s+2,\s+%dx%d\s+patches, learning rate 0.0001'
-                         % (level, side, side), text), level
+        assert re.search(r'level %d:\s+2 iterations of batch\s+2,\s+%dx%d\s+patches, learning rate 0.0001 -> '
+                         r'1e-05 \(cosine\)' % (level, side, side), text), level
+    # ... and each level's train_model.py is given the decay (learning_rate_decay=0.1 by default).
+    commands = re.findall(r'^\$ python train_model.py .*$', text, re.M)
+    assert len(commands) == 6 and all('learning_rate=0.0001 end_learning_rate=1e-05' in c for c in commands)
 
     # Every level trained from the one below, each saved and logged once, in order.
     for level in LEVELS:
@@ -117,6 +120,7 @@ def test_baseline_scores_equal_an_independent_computation(tmp_path):
     ('batch_sizes=2,2,2,2,2,0', 'at least 1'),
     ('learning_rates=1e-4,0,1e-4,1e-4,1e-4,1e-4', 'must be positive'),
     ('learning_rates=1e-4,1e-4', 'or one for all'),
+    ('learning_rate_decay=1.5', 'learning_rate_decay=1.5: must be between 0 and 1'),
 ])
 def test_bad_schedule_is_one_line_and_writes_nothing(tmp_path, arg, fragment):
     result = run_script('demo.py', 'output_dir=' + str(tmp_path / 'demo'), arg, cwd=str(tmp_path))
