@@ -53,7 +53,7 @@ def test_learning_rate_decays_to_end_learning_rate(workspace):
 @pytest.mark.parametrize('content_weight', [0.0, 1.0, 2.5])
 def test_content_weight_scales_the_content_loss(workspace, content_weight):
     pairs = load_dataset.list_pairs(str(workspace / 'data'), 'train')
-    planes, targets = load_dataset.read_subset(pairs, 64, 3, [0, 1])
+    planes, targets = tiny_zurich.read_subset(pairs, 64, 3, [0, 1])
     with tf.Graph().as_default():
         net = vgg.VGG19(str(workspace / 'vgg.mat'))
         metrics = train_model.build_loss(3, tf.constant(planes), tf.constant(targets), net,
