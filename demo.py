@@ -28,13 +28,13 @@ TRAIN_LEVELS = (5, 4, 3, 2, 1, 0)
 KEYS = {
     'output_dir': Key('demo_output/', str, 'folder for the datasets, checkpoints, logs and pictures'),
     'patch_size': Key(64, int, 'side of the test mosaics PyNET and the baselines are scored on (multiple of 32)'),
-    'train_patch_sizes': Key('64,64,64,64,32,32', str, 'side of the training mosaics of levels 5,4,3,2,1,0 '
+    'train_patch_sizes': Key('64,64,64,64,64,64', str, 'side of the training mosaics of levels 5,4,3,2,1,0 '
                              '(multiples of 32; one dataset is made per size)'),
     'train_patches': Key(1000, int, 'synthetic training patches of each dataset'),
     'test_patches': Key(24, int, 'synthetic test patches of each dataset'),
-    'iterations': Key('100,100,100,100,1000,1000', str, 'training iterations of levels 5,4,3,2,1,0'),
-    'batch_sizes': Key('8,8,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
-    'learning_rates': Key('2e-4,2e-4,2e-4,2e-4,3e-4,3e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
+    'iterations': Key('200,150,150,150,50,300', str, 'training iterations of levels 5,4,3,2,1,0'),
+    'batch_sizes': Key('16,16,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
+    'learning_rates': Key('1e-3,1e-3,5e-4,5e-4,5e-4,5e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
                           'or one for all (the published 5e-5 is tuned for runs a hundred times longer)'),
     'learning_rate_decay': Key(0.1, float, "fraction of each level's learning rate reached at its last iteration "
                                'by a cosine decay (train_model.py end_learning_rate); 1: constant'),
