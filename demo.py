@@ -1,9 +1,10 @@
 """The offline demo (`make demo`): the whole system on a synthetic dataset in minutes.
 
-Runs the real scripts one after the other, as a user would: make_synthetic_dataset.py,
-train_model.py for levels 5 -> 0 (briefly), evaluate_accuracy.py, test_model.py on the
-full-resolution RAW, baseline.py; then prints where the pictures are and a table of PSNR /
-SSIM for PyNET and the classical baselines on the same test patches.
+Runs the real scripts one after the other, as a user would: make_synthetic_dataset.py (one
+dataset per patch size the schedule uses), train_model.py for levels 5 -> 0 (briefly),
+evaluate_accuracy.py, test_model.py on the full-resolution RAW, baseline.py; then prints where
+the pictures are and a table of PSNR / SSIM for PyNET and the classical baselines on the same
+test patches, with how long PyNET trained.
 Everything goes under output_dir (default demo_output/); nothing else is touched.
 """
 
@@ -25,32 +26,85 @@ from utils import Key, UserError
 REPO = os.path.dirname(os.path.abspath(__file__))
 TRAIN_LEVELS = (5, 4, 3, 2, 1, 0)
 KEYS = {
-    'output_dir': Key('demo_output/', str, 'folder for the dataset, checkpoints, logs and pictures'),
-    'patch_size': Key(64, int, 'side of the training/test mosaics (multiple of 32)'),
-    'train_patches': Key(400, int, 'synthetic training patches'),
-    'test_patches': Key(24, int, 'synthetic test patches'),
-    'iterations': Key('200,150,150,150,200,150', str, 'training iterations of levels 5,4,3,2,1,0'),
+    'output_dir': Key('demo_output/', str, 'folder for the datasets, checkpoints, logs and pictures'),
+    'patch_size': Key(64, int, 'side of the test mosaics PyNET and the baselines are scored on (multiple of 32)'),
+    'train_patch_sizes': Key('64,64,64,64,64,64', str, 'side of the training mosaics of levels 5,4,3,2,1,0 '
+                             '(multiples of 32; one dataset is made per size)'),
+    'train_patches': Key(1000, int, 'synthetic training patches of each dataset'),
+    'test_patches': Key(24, int, 'synthetic test patches of each dataset'),
+    'iterations': Key('200,150,150,150,50,300', str, 'training iterations of levels 5,4,3,2,1,0'),
     'batch_sizes': Key('16,16,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
-    'learning_rate': Key(2e-4, float, 'Adam learning rate (the published 5e-5 is tuned for far longer runs)'),
-    'seed': Key(0, int, 'seed of the synthetic dataset'),
+    'learning_rates': Key('1e-3,1e-3,5e-4,5e-4,5e-4,5e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
+                          'or one for all (the published 5e-5 is tuned for runs a hundred times longer)'),
+    'learning_rate_decay': Key(0.1, float, "fraction of each level's learning rate reached at its last iteration "
+                               'by a cosine decay (train_model.py end_learning_rate); 1: constant'),
+    'content_weight': Key(None, float, 'weight of the VGG-19 content loss; none: 1 (published) with the real '
+                          'VGG-19, 0 with the random-weight stand-in (its features mean nothing)'),
+    'precision': Key('auto', str, 'training precision; auto: bfloat16 where the CPU has AVX512-BF16 or AMX, '
+                     'else float32', choices=('auto', 'float32', 'bfloat16')),
+    'seed': Key(0, int, 'seed of the synthetic datasets'),
     'vgg_dir': Key(utils.DEFAULT_VGG_PATH, str, 'VGG-19 .mat; when absent, a random-weight one is made'),
     'train': Key(True, bool, 'false: skip making data and training, evaluate the checkpoints already there'),
 }
 USAGE = 'python demo.py [key=value ...]   the offline demo: synthetic data, brief training, scores'
 
 
-def per_level(text, key):
+def per_level(text, key, kind=int, allow_one=False):
+    """{level: number} from 6 comma-separated numbers for levels 5..0 (or one for all, if allowed)."""
     values = [v.strip() for v in text.split(',') if v.strip()]
+    if allow_one and len(values) == 1:
+        values = values * len(TRAIN_LEVELS)
     if len(values) != len(TRAIN_LEVELS):
-        raise UserError('%s=%s: give %d comma-separated numbers, for levels %s'
-                        % (key, text, len(TRAIN_LEVELS), ','.join(map(str, TRAIN_LEVELS))))
+        raise UserError('%s=%s: give %d comma-separated numbers, for levels %s%s'
+                        % (key, text, len(TRAIN_LEVELS), ','.join(map(str, TRAIN_LEVELS)),
+                           ' (or one for all)' if allow_one else ''))
     try:
-        numbers = [int(v) for v in values]
+        numbers = [kind(v) for v in values]
     except ValueError:
-        raise UserError('%s=%s: expected whole numbers' % (key, text))
-    if min(numbers) < 1:
+        raise UserError('%s=%s: expected %s' % (key, text, 'whole numbers' if kind is int else 'numbers'))
+    if kind is int and min(numbers) < 1:
         raise UserError('%s=%s: every number must be at least 1' % (key, text))
+    if kind is float and not min(numbers) > 0:
+        raise UserError('%s=%s: every number must be positive' % (key, text))
     return dict(zip(TRAIN_LEVELS, numbers))
+
+
+class Schedule:
+    """The demo's training schedule, per level: iterations, batch size, patch size, learning rate."""
+
+    def __init__(self, config):
+        self.iterations = per_level(config['iterations'], 'iterations')
+        self.batch_sizes = per_level(config['batch_sizes'], 'batch_sizes')
+        self.patch_sizes = per_level(config['train_patch_sizes'], 'train_patch_sizes')
+        self.learning_rates = per_level(config['learning_rates'], 'learning_rates', float, allow_one=True)
+        self.decay = config['learning_rate_decay']
+        if not 0 <= self.decay <= 1:
+            raise UserError('learning_rate_decay=%g: must be between 0 and 1 (a fraction of the learning rate)'
+                            % self.decay)
+        for key, size in [('patch_size', config['patch_size'])] + \
+                [('train_patch_sizes', s) for s in self.patch_sizes.values()]:
+            if size < 32 or size % 32:
+                raise UserError('%s: %d is not a positive multiple of 32 (PyNET halves the mosaic, then '
+                                'pools four times)' % (key, size))
+
+    def total_iterations(self):
+        return sum(self.iterations.values())
+
+    def end_learning_rate(self, level):
+        """The learning rate at the level's last iteration, or None for a constant one."""
+        return None if self.decay == 1 else self.learning_rates[level] * self.decay
+
+    def describe(self):
+        """One line per level, as printed before training."""
+        lines = []
+        for level in TRAIN_LEVELS:
+            rate = '%g' % self.learning_rates[level]
+            if self.end_learning_rate(level) is not None:
+                rate += ' -> %g (cosine)' % self.end_learning_rate(level)
+            lines.append('level %d: %5d iterations of batch %2d, %3dx%-3d patches, learning rate %s'
+                         % (level, self.iterations[level], self.batch_sizes[level], self.patch_sizes[level],
+                            self.patch_sizes[level], rate))
+        return lines
 
 
 class Steps:
@@ -108,49 +162,86 @@ def write_pictures(out, dataset, rendered, name):
     return written
 
 
-def train(config, steps, out, iterations, batch_sizes):
-    """Steps 1 and 2: the synthetic dataset, then levels 5 -> 0 with train_model.py; True if real VGG."""
-    dataset = os.path.join(out, 'raw_images')
+def dataset_dir(out, config, size):
+    """The dataset of `size`: raw_images/ for the test size (the one scored), raw_images_<size>px/ else."""
+    return os.path.join(out, 'raw_images' if size == config['patch_size'] else 'raw_images_%dpx' % size)
+
+
+def training_precision(config):
+    """(precision for train_model.py, a sentence saying why); refuses bfloat16 where it cannot run."""
+    if config['precision'] == 'bfloat16':
+        utils.import_tensorflow()
+        import mixed_precision
+        return mixed_precision.check_precision('bfloat16', use_gpu=True), 'bfloat16, as asked'
+    if config['precision'] == 'float32':
+        return 'float32', 'float32, as asked'
+    if utils.cpu_supports_bfloat16():
+        return 'bfloat16', 'in bfloat16: this CPU has AVX512-BF16/AMX'
+    return 'float32', ('in float32: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bfloat16 '
+                       'would be slower')
+
+
+def train(config, steps, out, schedule):
+    """Steps 1 and 2: the synthetic datasets, then levels 5 -> 0 with train_model.py; True if real VGG."""
+    precision, why = training_precision(config)       # before anything is written
     models, results = os.path.join(out, 'models'), os.path.join(out, 'results')
     # A fresh start each time: old checkpoints of another run would be restored otherwise.
     for folder in (models, results, os.path.join(out, 'full-resolution')):
         if os.path.isdir(folder):
             shutil.rmtree(folder)
 
-    steps.run('1. synthetic dataset', 'make_synthetic_dataset.py', 'output_dir=' + dataset,
-              'patch_size=%d' % config['patch_size'], 'train_patches=%d' % config['train_patches'],
-              'test_patches=%d' % config['test_patches'], 'seed=%d' % config['seed'], 'overwrite=true')
+    sizes = sorted({config['patch_size']} | set(schedule.patch_sizes.values()), reverse=True)
+    for size in sizes:
+        levels = [str(level) for level in TRAIN_LEVELS if schedule.patch_sizes[level] == size]
+        use = ('training of level%s %s' % ('s' if len(levels) > 1 else '', ', '.join(levels))) if levels else ''
+        if size == config['patch_size']:
+            use = 'the scored test patches' + (' and ' + use if use else '')
+        steps.run('1. synthetic dataset, %dx%d patches (%s)' % (size, size, use), 'make_synthetic_dataset.py',
+                  'output_dir=' + dataset_dir(out, config, size), 'patch_size=%d' % size,
+                  'train_patches=%d' % config['train_patches'], 'test_patches=%d' % config['test_patches'],
+                  'seed=%d' % config['seed'], 'overwrite=true')
     vgg, real_vgg = vgg_file(config, out)
+    content_weight = config['content_weight']
+    if content_weight is None:
+        content_weight = 1.0 if real_vgg else 0.0
     if not real_vgg:
-        print('\nNOTE: %s not found, so the content loss uses a VGG-19 with RANDOM weights (%s); '
-              'put the real file there for a meaningful content loss.' % (config['vgg_dir'], vgg))
+        print('\nNOTE: %s not found, so the demo made a VGG-19 with RANDOM weights (%s); its features mean '
+              'nothing, so the content loss %s. Put the real file there for the published loss.'
+              % (config['vgg_dir'], vgg, 'is left out (content_weight=0)' if content_weight == 0 else
+                 'has weight %g' % content_weight))
+    print('\nTraining schedule (%d iterations in all), %s:' % (schedule.total_iterations(), why))
+    for line in schedule.describe():
+        print('  ' + line)
 
     for level in TRAIN_LEVELS:
+        end_rate = schedule.end_learning_rate(level)
         steps.run('2. train level %d' % level, 'train_model.py', 'level=%d' % level,
-                  'dataset_dir=' + dataset, 'models_dir=' + models, 'results_dir=' + results,
-                  'vgg_dir=' + vgg, 'batch_size=%d' % batch_sizes[level],
-                  'num_train_iters=%d' % iterations[level], 'eval_step=%d' % iterations[level],
-                  'train_size=%d' % config['train_patches'], 'learning_rate=%g' % config['learning_rate'])
+                  'dataset_dir=' + dataset_dir(out, config, schedule.patch_sizes[level]), 'models_dir=' + models,
+                  'results_dir=' + results, 'vgg_dir=' + vgg, 'batch_size=%d' % schedule.batch_sizes[level],
+                  'num_train_iters=%d' % schedule.iterations[level], 'eval_step=%d' % schedule.iterations[level],
+                  'train_size=%d' % config['train_patches'], 'learning_rate=%g' % schedule.learning_rates[level],
+                  *(['end_learning_rate=%g' % end_rate] if end_rate is not None else []),
+                  'content_weight=%g' % content_weight, 'precision=' + precision)
     return real_vgg
 
 
 def main(argv):
     config = utils.parse_args(argv, KEYS, USAGE)
-    iterations = per_level(config['iterations'], 'iterations')
-    batch_sizes = per_level(config['batch_sizes'], 'batch_sizes')
+    schedule = Schedule(config)
     out = config['output_dir']
-    dataset = os.path.join(out, 'raw_images')
-    models, results = os.path.join(out, 'models'), os.path.join(out, 'results')
+    dataset = dataset_dir(out, config, config['patch_size'])
+    models = os.path.join(out, 'models')
     started = time.time()
     steps = Steps()
     real_vgg = os.path.isfile(config['vgg_dir'])
     if config['train']:
-        real_vgg = train(config, steps, out, iterations, batch_sizes)
+        real_vgg = train(config, steps, out, schedule)
     else:
         utils.import_tensorflow()
         import checkpoints
         if not checkpoints.saved_iterations(models, 0):
             raise UserError('train=false needs a level-0 checkpoint in %s: run the demo with training first' % models)
+    training_minutes = sum(seconds for title, seconds in steps.times if title.startswith('2.')) / 60
 
     text = steps.run('3. evaluate', 'evaluate_accuracy.py', 'level=0', 'dataset_dir=' + dataset,
                      'models_dir=' + models, capture=True)
@@ -170,11 +261,11 @@ def main(argv):
     pictures = write_pictures(out, dataset, os.path.join(full_dir, rendered[-1]), name)
 
     minutes = (time.time() - started) / 60
-    print('\n=== Results (%d test patches of %dx%d, %.1f minutes in all)\n'
+    print('\n=== Results (%d test patches of %dx%d from a photo training never sees; %.1f minutes in all)\n'
           % (config['test_patches'], config['patch_size'], config['patch_size'], minutes))
     key = 'ms_ssim' if ssim_kind == 'MS-SSIM' else 'ssim'
-    label = ('PyNET, demo training (%d iterations in all)' % sum(iterations.values()) if config['train']
-             else 'PyNET, checkpoints in %s' % models)
+    label = ('PyNET: %d iterations, %.1f min of training' % (schedule.total_iterations(), training_minutes)
+             if config['train'] else 'PyNET, checkpoints in %s' % models)
     rows = [(label, psnr, ssim)]
     rows += [(baseline.NAMES[m], baselines[m]['psnr'], baselines[m][key]) for m in baseline.METHODS]
     print('%-46s %10s %10s' % ('method', 'PSNR (dB)', ssim_kind))
@@ -183,16 +274,17 @@ def main(argv):
     best = max(rows, key=lambda r: r[1])
     print('\nHighest PSNR: %s.' % best[0])
     if best is not rows[0]:
-        print('PyNET needs far longer training (the published schedule is 185,000 iterations) to beat a '
-              'hand-made pipeline; this demo shows the whole system working, not its final quality.')
+        print("The classical ISP is given every patch's true white balance, exposure and colour matrix; PyNET "
+              'infers them from the pixels, after %d iterations where the published schedule has 185,000.'
+              % schedule.total_iterations())
     if not real_vgg:
-        print('The content loss used random VGG-19 features (no %s).' % config['vgg_dir'])
+        print('The content loss had a random-weight VGG-19 (no %s).' % config['vgg_dir'])
     print('\nPictures of the full-resolution test scene (%s):' % name)
     for key_name, path in pictures.items():
         print('  %-16s %s' % (key_name, path))
     print('\nTime per step:')
     for title, seconds in steps.times:
-        print('  %-40s %6.1f s' % (title, seconds))
+        print('  %-60s %6.1f s' % (title, seconds))
 
 
 if __name__ == '__main__':

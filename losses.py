@@ -63,9 +63,11 @@ def structural_metric(output, target, per_image=False):
     return name, values if per_image else tf.reduce_mean(values)
 
 
-def level_loss(level, mse_value, content_value, ssim_value):
-    """The published training loss of a level from its parts."""
+def level_loss(level, mse_value, content_value, ssim_value, content_scale=1.0):
+    """The published training loss of a level from its parts; content_scale multiplies the
+    content term's weight (1: as published)."""
     w_mse, w_content, w_ssim = LEVEL_WEIGHTS[level]
+    w_content *= content_scale
     loss = w_mse * mse_value
     if w_content:
         loss += w_content * content_value

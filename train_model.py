@@ -35,6 +35,10 @@ KEYS = {
     'train_size': Key(30000, int, 'random training patches the batches are drawn from, re-drawn every 1000 iterations'),
     'eval_step': Key(1000, int, 'evaluate, save pictures and a checkpoint every this many iterations'),
     'learning_rate': Key(5e-5, float, 'Adam learning rate'),
+    'end_learning_rate': Key(None, float, 'learning rate at the last iteration, reached by a cosine decay from '
+                             'learning_rate; none: constant, as published'),
+    'content_weight': Key(1.0, float, 'weight of the VGG-19 content loss at levels 3..0 (published: 1); '
+                          '0 leaves VGG-19 out of the training loss'),
     'restore_iter': Key(None, int, 'iteration of the level+1 checkpoint to start from; none: its last'),
     'init_checkpoint': Key(None, str, 'start from this checkpoint instead of level+1 (fine-tuning), e.g. '
                            'models/original/pynet_level_0.ckpt'),
@@ -68,13 +72,14 @@ def input_pipeline(train_pairs, side, level, config, first_iteration=0, shard=(0
 
 
 def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False, precision='float32',
-                on_gpu=False):
+                on_gpu=False, content_weight=1.0):
     """(output, target, metrics) of PyNET's level-`level` output on a batch; metrics are scalars.
 
     Training metrics: loss, mse, psnr (of the batch's MSE), and content where the level's loss
     uses it. With evaluation=True: content at every level, psnr as the mean of the images'
     PSNRs, and at levels 0-1 MS-SSIM (or SSIM where the patches are too small for 5 scales).
     precision: the generator's compute precision (mixed_precision.py); losses are computed in float32.
+    content_weight multiplies the published weight of the content loss (1 at levels 3..0).
     """
     import load_dataset
     import losses
@@ -87,10 +92,11 @@ def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False,
                                                instance_norm_level_1=False)[level]
     output.shape.assert_is_compatible_with(target.shape)
     mse = losses.mse(output, target)
-    uses_content = losses.LEVEL_WEIGHTS[level][1] > 0
+    uses_content = losses.LEVEL_WEIGHTS[level][1] * content_weight > 0
     content = losses.content_loss(vgg_net, output, target) if uses_content or evaluation else None
     ssim = losses.ssim(output, target) if level == 0 else None
-    metrics = {'loss': losses.level_loss(level, mse, content, ssim), 'mse': mse, 'psnr': losses.psnr(mse)}
+    metrics = {'loss': losses.level_loss(level, mse, content, ssim, content_weight), 'mse': mse,
+               'psnr': losses.psnr(mse)}
     if content is not None:
         metrics['content'] = content
     if evaluation:       # PSNR of each image, averaged, as evaluate_accuracy.py reports it
@@ -101,9 +107,11 @@ def level_graph(level, planes, targets, vgg_net, weights=None, evaluation=False,
     return output, target, metrics
 
 
-def build_loss(level, planes, targets, vgg_net, weights=None, precision='float32', on_gpu=False):
+def build_loss(level, planes, targets, vgg_net, weights=None, precision='float32', on_gpu=False,
+               content_weight=1.0):
     """The per-replica training loss: a dict of scalar tensors with 'loss' (means over the batch)."""
-    return level_graph(level, planes, targets, vgg_net, weights, precision=precision, on_gpu=on_gpu)[2]
+    return level_graph(level, planes, targets, vgg_net, weights, precision=precision, on_gpu=on_gpu,
+                       content_weight=content_weight)[2]
 
 
 def make_optimizer(learning_rate, precision='float32'):
@@ -112,6 +120,16 @@ def make_optimizer(learning_rate, precision='float32'):
     import mixed_precision
     import tensorflow.compat.v1 as tf
     return mixed_precision.wrap_optimizer(tf.train.AdamOptimizer(learning_rate), precision)
+
+
+def scheduled_learning_rate(iteration, num_iters, learning_rate, end_learning_rate=None):
+    """The learning rate of an iteration (1..num_iters): constant, or a cosine decay that starts
+    at learning_rate and reaches end_learning_rate at the last iteration."""
+    if end_learning_rate is None or num_iters < 2:
+        return learning_rate
+    progress = (iteration - 1) / (num_iters - 1)
+    return end_learning_rate + (learning_rate - end_learning_rate) * 0.5 * (1 + np.cos(np.pi * progress))
+
 
 
 # ----------------------------------------------------------------------------------------
@@ -171,6 +189,11 @@ def check_config(config):
             raise UserError('%s=%s: must be at least 1' % (name, config[name]))
     if not config['learning_rate'] > 0:
         raise UserError('learning_rate=%s: must be positive' % config['learning_rate'])
+    if config['end_learning_rate'] is not None and not 0 <= config['end_learning_rate'] <= config['learning_rate']:
+        raise UserError('end_learning_rate=%s: must be between 0 and learning_rate=%s (it decays to it)'
+                        % (config['end_learning_rate'], config['learning_rate']))
+    if not config['content_weight'] >= 0:
+        raise UserError('content_weight=%s: must be 0 or more' % config['content_weight'])
     if config['num_gpus'] is not None and config['num_gpus'] < 0:
         raise UserError('num_gpus=%d: must be 0 or more' % config['num_gpus'])
     if config['init_checkpoint'] is not None and config['restore_iter'] is not None:
@@ -244,13 +267,18 @@ def main(argv):
         dist = devices.Distribution(config['num_gpus'], config['use_gpu'], cluster, devices=logical_cpus)
         dist.check_batch(config['batch_size'])
         tf.set_random_seed(config['seed'])
+        # A decaying learning rate is fed at every step; a constant one is part of the graph.
+        decays = config['end_learning_rate'] is not None
+        learning_rate = tf.placeholder_with_default(np.float32(config['learning_rate']), [], 'learning_rate') \
+            if decays else config['learning_rate']
         with dist.scope():
             weights = model.PyNETWeights()       # variables appear with the first replica's graph
-            optimizer = make_optimizer(config['learning_rate'], precision)
+            optimizer = make_optimizer(learning_rate, precision)
         train_iterator = tf.data.make_initializable_iterator(input_pipeline(
             train_pairs, side, level, config, start_iteration, (dist.worker_index, dist.num_workers)))
         train_op, train_metrics = devices.build_train_op(
-            dist, lambda planes, targets: build_loss(level, planes, targets, vgg_net, weights, precision, on_gpu),
+            dist, lambda planes, targets: build_loss(level, planes, targets, vgg_net, weights, precision, on_gpu,
+                                                     config['content_weight']),
             train_iterator.get_next(), optimizer, weights.in_creation_order)
         generator_vars = weights.in_creation_order()
 
@@ -258,7 +286,7 @@ def main(argv):
             load_dataset.test_dataset(test_pairs, side, level, config['batch_size']))
         test_output, test_target, test_metrics = level_graph(
             level, *test_iterator.get_next(), vgg_net, weights, evaluation=True, precision=precision,
-            on_gpu=on_gpu)
+            on_gpu=on_gpu, content_weight=config['content_weight'])
         test_metrics['count'] = tf.shape(test_output)[0]
         level_checkpoints = checkpoints.Checkpoints(models_dir, level, generator_vars, dist.is_chief)
         init_all = tf.global_variables_initializer()
@@ -294,7 +322,9 @@ def main(argv):
         bar = utils.progress(total=num_iters, initial=start_iteration, desc='level %d' % level, unit='it')
         try:
             for iteration in range(start_iteration + 1, num_iters + 1):
-                _, loss = sess.run([train_op, train_metrics['loss']])
+                feed = {learning_rate: scheduled_learning_rate(iteration, num_iters, config['learning_rate'],
+                                                               config['end_learning_rate'])} if decays else None
+                _, loss = sess.run([train_op, train_metrics['loss']], feed)
                 train_losses.append(loss)
                 bar.set_postfix(loss='%.4g' % loss, refresh=False)
                 bar.update(1)

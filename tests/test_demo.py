@@ -10,24 +10,39 @@ import pytest
 from PIL import Image
 
 import baseline
+import demo
 import image_io
 import make_synthetic_dataset as msd
 import reference_metrics as ref
-from conftest import run_script
+import utils
+from conftest import assert_one_line_error, run_script
 
 LEVELS = (5, 4, 3, 2, 1, 0)
 
 
-# The whole demo, ten scripts one after another: a longer limit (pytest-timeout).
+# The whole demo, a dozen scripts one after another: a longer limit (pytest-timeout).
 @pytest.mark.timeout(1800)
 def test_demo_with_the_smallest_settings(tmp_path):
     out = tmp_path / 'demo'
-    result = run_script('demo.py', 'output_dir=%s' % out, 'patch_size=32', 'train_patches=4', 'test_patches=2',
-                        'iterations=2,2,2,2,2,2', 'batch_sizes=2,2,2,2,2,2', 'vgg_dir=%s' % (tmp_path / 'none.mat'),
-                        cwd=str(tmp_path), timeout=1500)
+    result = run_script('demo.py', 'output_dir=%s' % out, 'patch_size=32', 'train_patch_sizes=64,64,64,64,32,32',
+                        'train_patches=4', 'test_patches=2', 'iterations=2,2,2,2,2,2', 'batch_sizes=2,2,2,2,2,2',
+                        'learning_rates=1e-4', 'vgg_dir=%s' % (tmp_path / 'none.mat'), cwd=str(tmp_path), timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout
-    assert 'content loss uses a VGG-19 with RANDOM weights' in text and (out / 'vgg_random_weights.mat').is_file()
+    # The random-weight VGG-19 is made, said so, and left out of the loss.
+    assert 'RANDOM weights' in text and 'content_weight=0' in text and (out / 'vgg_random_weights.mat').is_file()
+    assert ('in bfloat16' if utils.cpu_supports_bfloat16() else 'in float32: this CPU has no native bfloat16') \
+        in text
+    # One dataset per patch size: the scored one (32 px), and the 64 px one levels 5..2 train on.
+    assert (out / 'raw_images' / 'test' / 'huawei_raw' / '1.png').is_file()
+    assert (out / 'raw_images_64px' / 'train' / 'huawei_raw' / '3.png').is_file()
+    assert 'Training schedule (12 iterations in all)' in text
+    for level, side in zip(LEVELS, (64, 64, 64, 64, 32, 32)):
+        assert re.search(r'level %d:\s+2 iterations of batch\s+2,\s+%dx%d\s+patches, learning rate 0.0001 -> '
+                         r'1e-05 \(cosine\)' % (level, side, side), text), level
+    # ... and each level's train_model.py is given the decay (learning_rate_decay=0.1 by default).
+    commands = re.findall(r'^\$ python train_model.py .*$', text, re.M)
+    assert len(commands) == 6 and all('learning_rate=0.0001 end_learning_rate=1e-05' in c for c in commands)
 
     # Every level trained from the one below, each saved and logged once, in order.
     for level in LEVELS:
@@ -39,7 +54,7 @@ def test_demo_with_the_smallest_settings(tmp_path):
     evaluated = re.search(r'^PSNR: ([\d.]+), SSIM: ([\d.]+)$', text, re.M)
     table = text[text.index('=== Results'):]
     rows = re.findall(r'^(\S.*?)\s+([\d.]+)\s+([\d.]+)$', table, re.M)
-    assert len(rows) == 3 and rows[0][0].startswith('PyNET'), table
+    assert len(rows) == 3 and re.match(r'PyNET: 12 iterations, [\d.]+ min of training$', rows[0][0]), table
     assert rows[0][1:] == ('%.2f' % float(evaluated.group(1)), '%.4f' % float(evaluated.group(2)))
     metrics = json.loads((out / 'baseline' / 'metrics.json').read_text())
     for (label, psnr, ssim), method in zip(rows[1:], baseline.METHODS):
@@ -96,3 +111,28 @@ def test_baseline_scores_equal_an_independent_computation(tmp_path):
         for method in baseline.METHODS:
             photo = Image.open(out / ('%s_%s.png' % (record['name'], method)))
             assert photo.size == (raw.shape[1], raw.shape[0]) and photo.mode == 'RGB'
+
+
+@pytest.mark.parametrize('arg,fragment', [
+    ('train_patch_sizes=64,64,64,64,48,32', 'train_patch_sizes: 48 is not a positive multiple of 32'),
+    ('patch_size=40', 'patch_size: 40 is not a positive multiple of 32'),
+    ('iterations=1,1,1', 'give 6 comma-separated numbers'),
+    ('batch_sizes=2,2,2,2,2,0', 'at least 1'),
+    ('learning_rates=1e-4,0,1e-4,1e-4,1e-4,1e-4', 'must be positive'),
+    ('learning_rates=1e-4,1e-4', 'or one for all'),
+    ('learning_rate_decay=1.5', 'learning_rate_decay=1.5: must be between 0 and 1'),
+])
+def test_bad_schedule_is_one_line_and_writes_nothing(tmp_path, arg, fragment):
+    result = run_script('demo.py', 'output_dir=' + str(tmp_path / 'demo'), arg, cwd=str(tmp_path))
+    assert_one_line_error(result, fragment)
+    assert not os.path.exists(tmp_path / 'demo')
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    config = {'precision': 'auto'}
+    monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: False)
+    precision, why = demo.training_precision(config)
+    assert precision == 'float32' and 'no native bfloat16' in why
+    monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: True)
+    assert demo.training_precision(config)[0] == 'bfloat16'
+    assert demo.training_precision({'precision': 'float32'})[0] == 'float32'
