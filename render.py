@@ -226,11 +226,18 @@ class _Stream:
         first, count = (self.position - f.lag) // unit(f.scale), self.band // unit(f.scale)
         above = tf.clip_by_value(-first, 0, count)
         below = tf.clip_by_value(first + count - self.height // unit(f.scale), 0, count - above)
+        inside = count - above - below
 
-        def inside():
-            part = _row_slice(window, above, above + count - above - below + f.lookback + f.lookahead)
-            return tf.pad(f.make([part]), [[0, 0], [above, below], [0, 0], [0, 0]])
-        return tf.cond(tf.equal(above + below, 0), lambda: f.make([window]), inside)
+        def part():
+            rows = _row_slice(window, above, above + inside + f.lookback + f.lookahead)
+            return tf.pad(f.make([rows]), [[0, 0], [above, below], [0, 0], [0, 0]])
+
+        def nothing():
+            # Not a convolution with no output rows: TensorFlow's oneDNN kernels (on by default on CPUs with
+            # AVX-512) return a wrong shape for it instead of an empty tensor.
+            return tf.zeros([1, count, tf.shape(window)[2], f.channels])
+        return tf.cond(tf.equal(above + below, 0), lambda: f.make([window]),
+                       lambda: tf.cond(inside > 0, part, nothing))
 
     def _window(self, f):
         """The rows of f that its consumers read: those carried over from earlier bands, then this band's."""

@@ -44,6 +44,24 @@ def run():
     return run_script
 
 
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """A folder for train_model.py runs: data/ (a tiny Zurich dataset: 6 training pairs, 3 test pairs,
+    64x64 mosaics) and vgg.mat (a VGG-19 with random weights); one per test module."""
+    import tiny_zurich      # these load TensorFlow: only after CUDA_VISIBLE_DEVICES is set above
+    import vgg
+    root = tmp_path_factory.mktemp('workspace')
+    tiny_zurich.make_dataset(str(root / 'data'), n_train=6, n_test=3, side=64)
+    vgg.write_random_vgg(str(root / 'vgg.mat'))
+    return root
+
+
+def train(workspace, *args):
+    """train_model.py in `workspace` on its tiny dataset, batch 2; args: further keys."""
+    return run_script('train_model.py', 'dataset_dir=data', 'vgg_dir=vgg.mat', 'batch_size=2', *args,
+                      cwd=str(workspace))
+
+
 @pytest.fixture(scope='session')
 def gpu():
     """(environment changes for run_script that un-hide the GPUs, their number); skips where there is none."""

@@ -115,9 +115,9 @@ print(json.dumps(result))
 '''
 
 
-def streamed_check(checkpoint, tile, sabotage=False, levels=range(6)):
-    # Eigen kernels (oneDNN off), so that bands and the whole image differ only by summation order.
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0', PYTHONPATH=REPO)
+def streamed_check(checkpoint, tile, sabotage=False, levels=range(6), onednn=False):
+    # Eigen kernels (oneDNN off) unless asked, so that bands and the whole image differ only by summation order.
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='1' if onednn else '0', PYTHONPATH=REPO)
     done = subprocess.run([sys.executable, '-c', STREAMED_CHECK, checkpoint, str(tile),
                            'sabotage' if sabotage else 'exact', ','.join(map(str, levels))],
                           env=env, capture_output=True, text=True, timeout=900)
@@ -132,10 +132,18 @@ def test_streamed_equals_one_piece_at_every_level(ckpt):
     for level, r in result.items():
         assert r['band'] == 8
         assert r['std'] > 0.1, (level, r)                # the weights make a varied picture
-        assert r['diff'] <= 1e-4, (level, r)             # equal up to float rounding (well within 1/255)
+        # Equal up to float rounding, well within 1/255 (AVX2 kernels: up to 3e-5; AVX-512 ones: up to 1.2e-4).
+        assert r['diff'] <= 5e-4, (level, r)
         calls = r['calls']
         assert calls[-1][0] == calls[-1][1] == len(calls) and calls[0][0] == 1
         assert len(calls) > 20 if level <= 2 else len(calls) > 5, (level, len(calls))
+
+
+def test_streamed_equals_one_piece_with_onednn(ckpt):
+    # TensorFlow's oneDNN kernels, on by default on CPUs with AVX-512: a convolution given fewer rows than its
+    # kernel returned its input's shape there, not an empty tensor, which broke the first and last bands.
+    r = streamed_check(ckpt['varied'], 48, levels=(0,), onednn=True)[0]
+    assert r['std'] > 0.1 and r['diff'] <= 1e-3, r
 
 
 def test_streams_depend_on_their_carried_rows(ckpt):

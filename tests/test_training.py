@@ -13,20 +13,7 @@ import model
 import tiny_zurich
 import train_model
 import vgg
-from conftest import assert_one_line_error, run_script
-
-
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp('training')
-    tiny_zurich.make_dataset(str(root / 'data'), n_train=6, n_test=3, side=64)
-    vgg.write_random_vgg(str(root / 'vgg.mat'))
-    return root
-
-
-def train(workspace, *args):
-    return run_script('train_model.py', 'dataset_dir=data', 'vgg_dir=vgg.mat', 'batch_size=2', *args,
-                      cwd=str(workspace))
+from conftest import assert_one_line_error, run_script, train
 
 
 def checkpoint(workspace, level, iteration):
