@@ -72,8 +72,17 @@ def wrap_optimizer(optimizer, precision):
     return tf.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, loss_scale='dynamic')
 
 
+# Ops oneDNN's bfloat16 rewrite must leave in float32: the generator has none of them, but SSIM (level 0's
+# loss, tf.image.ssim) filters with depthwise convolutions, and in bfloat16 its loss is NaN from the first step.
+# The rewrite reads this list from the environment when a session first optimises its graph.
+FLOAT32_OPS_VARIABLE = 'TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_ALLOWLIST_REMOVE'
+FLOAT32_OPS = ('DepthwiseConv2dNative', 'DepthwiseConv2dNativeBackpropInput', 'DepthwiseConv2dNativeBackpropFilter')
+
+
 def configure_session(config, precision, on_gpu=False):
-    """`config` with oneDNN's bfloat16 rewrite turned on for precision=bfloat16 on a CPU."""
+    """`config` with oneDNN's bfloat16 rewrite turned on for precision=bfloat16 on a CPU, losses kept in float32."""
     if precision == 'bfloat16' and not on_gpu:
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
+        listed = [op for op in os.environ.get(FLOAT32_OPS_VARIABLE, '').split(',') if op]
+        os.environ[FLOAT32_OPS_VARIABLE] = ','.join(listed + [op for op in FLOAT32_OPS if op not in listed])
     return config
