@@ -129,11 +129,19 @@ def read_patch(raw_path, rgb_path, side, level):
 USER_ERROR_TAG = '[pynet-user-error]'
 
 
+def dihedral(image, rotations, flip):
+    """np.rot90 of [H, W, C] by `rotations` quarter turns, then an upside-down flip if `flip`; contiguous."""
+    image = np.rot90(image, int(rotations))
+    return np.ascontiguousarray(image[::-1] if flip else image)
+
+
 def _loader(pairs, side, level):
-    """A numpy function index -> (planes, target) for tf.numpy_function."""
-    def load(index):
+    """A numpy function (index, rotations, flip) -> (planes, target), augmented, for tf.numpy_function."""
+    def load(index, rotations, flip):
         try:
-            return read_patch(*pairs[int(index)], side, level)
+            planes, target = read_patch(*pairs[int(index)], side, level)
+            # Augmented in numpy: TensorFlow's oneDNN build logs an error line for an integer Transpose.
+            return dihedral(planes, rotations, flip), dihedral(target, rotations, flip)
         except UserError as error:
             # tf.data wraps Python exceptions; the tag lets user_error() find our message again.
             raise ValueError('%s%s%s' % (USER_ERROR_TAG, error, USER_ERROR_TAG))
@@ -151,26 +159,13 @@ def _decode(pairs, side, level):
     load, t = _loader(pairs, side, level), target_side(side, level)
 
     def decode(index, rotations, flip):
-        # Decoding and resizing run in Python (PIL, for the published bicubic); the
-        # augmentation runs in TensorFlow kernels, which do not hold Python's lock.
-        planes, target = tf2.numpy_function(load, [index], [tf2.uint16, tf2.uint8], stateful=False)
+        # Decoding, resizing (PIL, for the published bicubic) and augmenting run in Python.
+        planes, target = tf2.numpy_function(load, [index, rotations, flip], [tf2.uint16, tf2.uint8],
+                                            stateful=False)
         planes.set_shape([side // 2, side // 2, 4])
         target.set_shape([t, t, 3])
-        which = tf2.cast(rotations * 2 + flip, tf2.int32)
-        return _dihedral(planes, which), _dihedral(target, which)
+        return planes, target
     return decode
-
-
-def _dihedral(image, which):
-    """np.rot90 by which // 2 quarter turns, then an upside-down flip if which % 2, of [H, W, C], as one
-    transpose and/or reverse: a single copy, and only the branch taken runs."""
-    t = lambda x: tf2.transpose(x, [1, 0, 2])
-    r = lambda x, axes: tf2.reverse(x, axes)
-    branches = [lambda: image, lambda: r(image, [0]),                  # 0 turns, then flipped
-                lambda: r(t(image), [0]), lambda: t(image),            # 1 turn
-                lambda: r(image, [0, 1]), lambda: r(image, [1]),       # 2 turns
-                lambda: r(t(image), [1]), lambda: r(t(image), [0, 1])]  # 3 turns
-    return tf2.switch_case(which, branches)
 
 
 def _options(threads):
