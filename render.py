@@ -18,7 +18,7 @@ computed once and memory bounded by the band, not the image:
     statistics; its second convolutions, stored in place with theirs; then its output (both
     norms, leaky ReLU, plus its input if residual), stored in place.
   - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece on the stored
-    e2 (_low_pass).
+    e2 (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
     instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
     that reads it, band after band, never stored.
@@ -30,6 +30,8 @@ zeroed, which is what SAME padding does; so every band equals the same rows of t
 graph, up to float rounding.
 """
 
+import ctypes
+import ctypes.util
 import sys
 
 import numpy as np
@@ -52,6 +54,8 @@ BFLOAT16_MEASURED = {
     'avx512_bf16': (1.86, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-01'),
 }
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
+# glibc's malloc_trim, where there is one: gives the heap's free pages back to the system between passes.
+_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library('c')), 'malloc_trim', None)
 
 
 def pad_to_multiple(packed, multiple=model.SIZE_MULTIPLE):
@@ -86,6 +90,13 @@ def bfloat16_advice():
     return ('note: this CPU has native bfloat16 (%s): precision=bfloat16 renders about %.1fx faster at about %d dB '
             'PSNR against float32 (measured on %s; pixels differ from float32 by a few levels in 255)'
             % (flag, speedup, psnr, where))
+
+
+def release_free_memory():
+    """Returns freed heap memory to the system (glibc), so that what one pass freed is not counted again in the
+    peak of the next: the passes' arrays and feeds come and go in sizes that leave the heap fragmented."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def combine_moments(parts):
@@ -331,7 +342,7 @@ def _rows(array, start, stop):
 
 
 class _LowPass:
-    """The layers at S/4 and below in one piece (model.build), from the stored maps they read."""
+    """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
 
     def __init__(self, weights, layers, needed, target, norms):
         names = {l.name for l in layers}
@@ -503,7 +514,9 @@ class Renderer:
     """
 
     def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=utils.DEFAULT_TILE,
-                 instance_norm_level_1=False):
+                 instance_norm_level_1=False, largest=None):
+        """largest: (h, w) of the largest packed image that will be rendered, if known; the streamed passes
+        (seconds of graph building and warm-up) are then prepared only if it needs them."""
         if level not in utils.LEVELS:
             raise UserError('level=%s: must be one of %s' % (level, ', '.join(map(str, utils.LEVELS))))
         if precision not in utils.RENDER_PRECISIONS:
@@ -534,7 +547,7 @@ class Renderer:
         config = mixed_precision.configure_session(devices.session_config(use_gpu), precision)
         self.sess = tf.Session(graph=self.graph, config=config)
         checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
-        if tile:
+        if tile and (largest is None or self.streams(*largest)):
             self._plan()        # graph building is paid here, once, not by the first photo
 
     def render(self, packed, progress=None):
@@ -550,13 +563,18 @@ class Renderer:
         h, w = packed.shape[:2]
         out_h, out_w = output_size(h, w, self.level)
         padded = pad_to_multiple(packed)
-        if self.tile and padded.shape[0] * padded.shape[1] > self.tile * self.tile:
+        if self.streams(h, w):
             result = self._render_streamed(padded, progress)
         else:
             result = self._render_one_piece(padded)
         result = result[:out_h, :out_w]
         assert result.shape == (out_h, out_w, 3), result.shape
         return result
+
+    def streams(self, h, w):
+        """Whether a packed h x w image is rendered in bands (else in one piece)."""
+        padded = [-(-side // model.SIZE_MULTIPLE) * model.SIZE_MULTIPLE for side in (h, w)]
+        return bool(self.tile) and padded[0] * padded[1] > self.tile * self.tile
 
     def _render_one_piece(self, padded):
         """The published graph on the whole image."""
@@ -597,6 +615,7 @@ class Renderer:
                         store[p.rename[1]] = store.pop(p.rename[0])
                 for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
                     store.pop(array, None)
+                release_free_memory()
             return store[plan.target]
         finally:
             bar.close()

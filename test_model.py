@@ -113,8 +113,11 @@ def main(argv):
     advice = render.bfloat16_advice()
     if advice and not any(word.startswith('precision=') for word in argv):
         print(advice, file=sys.stderr)
+    # A single photo's size is known: the streamed engine is prepared only if it needs it.
+    largest = (first[0].shape[0] // 2, first[0].shape[1] // 2) if first else None
     with render.Renderer(checkpoint, level, use_gpu=config['use_gpu'], precision=config['precision'],
-                         tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1']) as renderer:
+                         tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1'],
+                         largest=largest) as renderer:
         from tensorflow.errors import ResourceExhaustedError
         bar = utils.progress(total=len(paths), desc='rendering', unit='image')
         note = lambda message: bar.write(message, file=sys.stderr)

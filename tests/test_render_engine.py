@@ -71,6 +71,16 @@ def test_any_size_gives_exact_output_size_at_every_level(ckpt, tile):
             assert np.isfinite(out).all() and out.std() > 1e-3
 
 
+def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
+    # 37x53 pads to 48x64: more than 32x32, so it streams; 30x20 pads to 32x32, one piece.
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=32, largest=(30, 20)) as renderer:
+        assert not renderer.plans and not renderer.streams(30, 20) and renderer.streams(37, 53)
+        renderer.render(packed_image(30, 20), progress=False)
+        assert not renderer.plans
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=32, largest=(37, 53)) as renderer:
+        assert list(renderer.plans) == [0]
+
+
 def test_padding_reflects_and_crop_keeps_the_image(ckpt):
     # Rendering an image and the same image already reflected to 48x64 agree on the original area.
     x = packed_image(40, 57)
