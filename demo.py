@@ -40,8 +40,9 @@ KEYS = {
                                'by a cosine decay (train_model.py end_learning_rate); 1: constant'),
     'content_weight': Key(None, float, 'weight of the VGG-19 content loss; none: 1 (published) with the real '
                           'VGG-19, 0 with the random-weight stand-in (its features mean nothing)'),
-    'precision': Key('auto', str, 'training precision; auto: bfloat16 where the CPU has AVX512-BF16 or AMX, '
-                     'else float32', choices=('auto', 'float32', 'bfloat16')),
+    'precision': Key('auto', str, 'training precision; auto: bfloat16 for levels 5-2 where the CPU has '
+                     'AVX512-BF16 or AMX, float32 for levels 1 and 0 and elsewhere',
+                     choices=('auto', 'float32', 'bfloat16')),
     'seed': Key(0, int, 'seed of the synthetic datasets'),
     'vgg_dir': Key(utils.DEFAULT_VGG_PATH, str, 'VGG-19 .mat; when absent, a random-weight one is made'),
     'train': Key(True, bool, 'false: skip making data and training, evaluate the checkpoints already there'),
@@ -167,18 +168,27 @@ def dataset_dir(out, config, size):
     return os.path.join(out, 'raw_images' if size == config['patch_size'] else 'raw_images_%dpx' % size)
 
 
+# Levels whose training the demo keeps in float32 under precision=auto: in bfloat16, level 0's loss went to
+# NaN within a few hundred iterations in this project's demo runs (AVX512-BF16 EPYC, 2026-12-01), and these
+# levels' full-resolution detail is what bfloat16's 8-bit mantissa loses first.
+FLOAT32_LEVELS = (1, 0)
+
+
 def training_precision(config):
-    """(precision for train_model.py, a sentence saying why); refuses bfloat16 where it cannot run."""
+    """({level: precision for train_model.py}, a sentence saying why); refuses bfloat16 where it cannot run."""
     if config['precision'] == 'bfloat16':
         utils.import_tensorflow()
         import mixed_precision
-        return mixed_precision.check_precision('bfloat16', use_gpu=True), 'bfloat16, as asked'
+        precision = mixed_precision.check_precision('bfloat16', use_gpu=True)
+        return dict.fromkeys(TRAIN_LEVELS, precision), 'bfloat16, as asked'
     if config['precision'] == 'float32':
-        return 'float32', 'float32, as asked'
+        return dict.fromkeys(TRAIN_LEVELS, 'float32'), 'float32, as asked'
     if utils.cpu_supports_bfloat16():
-        return 'bfloat16', 'in bfloat16: this CPU has AVX512-BF16/AMX'
-    return 'float32', ('in float32: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bfloat16 '
-                       'would be slower')
+        return ({level: 'float32' if level in FLOAT32_LEVELS else 'bfloat16' for level in TRAIN_LEVELS},
+                'levels 5-2 in bfloat16 (this CPU has AVX512-BF16/AMX), levels 1 and 0 in float32 (bfloat16 '
+                'diverged there)')
+    return dict.fromkeys(TRAIN_LEVELS, 'float32'), ('in float32: this CPU has no native bfloat16 (AVX512-BF16 '
+                                                    'or AMX), where bfloat16 would be slower')
 
 
 def train(config, steps, out, schedule):
@@ -221,7 +231,7 @@ def train(config, steps, out, schedule):
                   'num_train_iters=%d' % schedule.iterations[level], 'eval_step=%d' % schedule.iterations[level],
                   'train_size=%d' % config['train_patches'], 'learning_rate=%g' % schedule.learning_rates[level],
                   *(['end_learning_rate=%g' % end_rate] if end_rate is not None else []),
-                  'content_weight=%g' % content_weight, 'precision=' + precision)
+                  'content_weight=%g' % content_weight, 'precision=' + precision[level])
     return real_vgg
 
 

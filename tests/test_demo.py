@@ -31,8 +31,8 @@ def test_demo_with_the_smallest_settings(tmp_path):
     text = result.stdout
     # The random-weight VGG-19 is made, said so, and left out of the loss.
     assert 'RANDOM weights' in text and 'content_weight=0' in text and (out / 'vgg_random_weights.mat').is_file()
-    assert ('in bfloat16' if utils.cpu_supports_bfloat16() else 'in float32: this CPU has no native bfloat16') \
-        in text
+    assert ('levels 5-2 in bfloat16' if utils.cpu_supports_bfloat16() else
+            'in float32: this CPU has no native bfloat16') in text
     # One dataset per patch size: the scored one (32 px), and the 64 px one levels 5..2 train on.
     assert (out / 'raw_images' / 'test' / 'huawei_raw' / '1.png').is_file()
     assert (out / 'raw_images_64px' / 'train' / 'huawei_raw' / '3.png').is_file()
@@ -132,7 +132,10 @@ def test_precision_auto_follows_the_cpu(monkeypatch):
     config = {'precision': 'auto'}
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: False)
     precision, why = demo.training_precision(config)
-    assert precision == 'float32' and 'no native bfloat16' in why
+    assert set(precision.values()) == {'float32'} and 'no native bfloat16' in why
     monkeypatch.setattr(utils, 'cpu_supports_bfloat16', lambda: True)
-    assert demo.training_precision(config)[0] == 'bfloat16'
-    assert demo.training_precision({'precision': 'float32'})[0] == 'float32'
+    precision, why = demo.training_precision(config)
+    # bfloat16 for levels 5-2 only: level 0 diverged in bfloat16.
+    assert precision == {5: 'bfloat16', 4: 'bfloat16', 3: 'bfloat16', 2: 'bfloat16', 1: 'float32', 0: 'float32'}
+    assert 'levels 1 and 0 in float32' in why
+    assert set(demo.training_precision({'precision': 'float32'})[0].values()) == {'float32'}
