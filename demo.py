@@ -32,7 +32,7 @@ KEYS = {
                              '(multiples of 32; one dataset is made per size)'),
     'train_patches': Key(1000, int, 'synthetic training patches of each dataset'),
     'test_patches': Key(24, int, 'synthetic test patches of each dataset'),
-    'iterations': Key('200,150,150,150,50,300', str, 'training iterations of levels 5,4,3,2,1,0'),
+    'iterations': Key('50,50,50,50,350,400', str, 'training iterations of levels 5,4,3,2,1,0'),
     'batch_sizes': Key('16,16,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
     'learning_rates': Key('1e-3,1e-3,5e-4,5e-4,5e-4,5e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
                           'or one for all (the published 5e-5 is tuned for runs a hundred times longer)'),
