@@ -34,7 +34,7 @@ KEYS = {
     'test_patches': Key(24, int, 'synthetic test patches of each dataset'),
     'iterations': Key('50,50,50,50,350,400', str, 'training iterations of levels 5,4,3,2,1,0'),
     'batch_sizes': Key('16,16,8,8,4,4', str, 'batch sizes of levels 5,4,3,2,1,0'),
-    'learning_rates': Key('1e-3,1e-3,5e-4,5e-4,5e-4,5e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
+    'learning_rates': Key('1e-3,1e-3,5e-4,5e-4,5e-4,2e-4', str, 'Adam learning rates of levels 5,4,3,2,1,0, '
                           'or one for all (the published 5e-5 is tuned for runs a hundred times longer)'),
     'learning_rate_decay': Key(0.1, float, "fraction of each level's learning rate reached at its last iteration "
                                'by a cosine decay (train_model.py end_learning_rate); 1: constant'),
