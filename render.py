@@ -31,7 +31,6 @@ graph, up to float rounding.
 """
 
 import ctypes
-import ctypes.util
 import sys
 
 import numpy as np
@@ -54,14 +53,21 @@ BFLOAT16_MEASURED = {
     'avx512_bf16': (1.86, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-01'),
 }
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
-# glibc's malloc_trim, where there is one: gives the heap's free pages back to the system between passes.
-_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library('c')), 'malloc_trim', None)
+# glibc's malloc_trim, where there is one (Linux; not musl, macOS or Windows): gives the heap's free pages back
+# to the system between passes.
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), 'malloc_trim', None) if sys.platform.startswith('linux') else None
+
+
+def padded_size(h, w, multiple=model.SIZE_MULTIPLE):
+    """(h, w) rounded up to multiples of `multiple`: the size PyNET runs at."""
+    return h + -h % multiple, w + -w % multiple
 
 
 def pad_to_multiple(packed, multiple=model.SIZE_MULTIPLE):
     """Pads [h, w, c] at the bottom and right by reflection up to a multiple of `multiple`."""
     h, w = packed.shape[:2]
-    pad_h, pad_w = -h % multiple, -w % multiple
+    padded_h, padded_w = padded_size(h, w, multiple)
+    pad_h, pad_w = padded_h - h, padded_w - w
     if not pad_h and not pad_w:
         return packed
     # numpy's 'reflect' keeps reflecting when the pad is longer than the image (1 2 3 2 1 2 ...),
@@ -573,8 +579,8 @@ class Renderer:
 
     def streams(self, h, w):
         """Whether a packed h x w image is rendered in bands (else in one piece)."""
-        padded = [-(-side // model.SIZE_MULTIPLE) * model.SIZE_MULTIPLE for side in (h, w)]
-        return bool(self.tile) and padded[0] * padded[1] > self.tile * self.tile
+        padded_h, padded_w = padded_size(h, w)
+        return bool(self.tile) and padded_h * padded_w > self.tile * self.tile
 
     def _render_one_piece(self, padded):
         """The published graph on the whole image."""

@@ -6,11 +6,11 @@
 Every configuration renders one RAW of each size in its own `test_model.py` process (peak memory is that
 process's own), and the same command over a folder of two tiny RAWs is run once per configuration: the
 difference is the time *per photo* (import, checkpoint restore, graph building and the streamed engine's
-warm-up are paid once per folder of photos). The
-baseline is the published graph in one piece, float32 (`tile=0 precision=float32`); every output is compared
-with the baseline's (16-bit PNGs). Weights: the briefly trained checkpoint of `bench/export.py stage=weights`
-(made once, on the synthetic dataset), or models_dir=; input: the synthetic dataset's full-resolution test
-RAW, centre-cropped or mirrored out to each size.
+warm-up are paid once per folder of photos). The baseline is the published graph in one piece, float32
+(`tile=0 precision=float32`); every output is compared with the baseline's (16-bit PNGs). Weights: the
+briefly trained checkpoint of `bench/export.py stage=weights` (made once, on the synthetic dataset), or
+models_dir=; input: the synthetic dataset's full-resolution test RAW, centre-cropped or mirrored out to each
+size.
 """
 import json
 import os
@@ -249,10 +249,11 @@ def write_benchmarks(cfg, results, configs, sizes, command, load):
         'Each configuration is a whole `test_model.py level=0 bits=16 use_gpu=false` process rendering one RAW; '
         '"per photo" is its wall time minus that of the same command over a folder of two %dx%d-packed RAWs '
         '(import, restore, graph building and the streamed engine\'s warm-up are paid once per folder of photos; '
-        'test_model.py prepares the streamed engine for a folder, or for a single photo that needs it). "CPU s" is the same difference in CPU time '
-        '(user + system). Peak RSS is the whole process\'s high-water mark in 10^9 bytes. PSNR and max abs diff '
-        'compare the 16-bit output PNG with the published configuration\'s. `default` is the streamed engine '
-        '(render.py, tile=%d) in float32; `published` the published graph in one piece.' % (
+        'test_model.py prepares the streamed engine for a folder, or for a single photo that needs it). '
+        '"CPU s" is the same difference in CPU time (user + system). Peak RSS is the whole process\'s '
+        'high-water mark in 10^9 bytes. PSNR and max abs diff compare the 16-bit output PNG with the published '
+        'configuration\'s. `default` is the streamed engine (render.py, tile=%d) in float32; `published` the '
+        'published graph in one piece.' % (
             TINY[0], TINY[1], utils.DEFAULT_TILE),
         '',
         'Weights: the level-0 checkpoint of `%s` (`bench/export.py stage=weights`: briefly trained on the '
