@@ -10,15 +10,18 @@ One piece (tile=0, or an image of at most tile x tile packed pixels): the publis
 model.PyNET, on the whole image.
 
 Streamed (larger images): PyNET evaluated in bands of rows holding about tile x tile packed
-pixels each, from the same description of the network, model.LAYOUT, with every convolution
-computed once and memory bounded by the band, not the image:
+pixels each, from the same description of the network, model.LAYOUT, with memory bounded by the
+band, not the image, and every convolution computed once except e2's:
   - Instance norm needs the mean and variance of a convolution's output over the whole image
     before anything can use it. So each instance-normalised block at S/2 (e2 and level 2) takes
     three passes over the image (_block_passes): its first convolutions, stored with their
     statistics; its second convolutions, stored in place with theirs; then its output (both
-    norms, leaky ReLU, plus its input if residual), stored in place.
-  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece on the stored
-    e2 (_LowPass).
+    norms, leaky ReLU, plus its input if residual), stored in place. e2, which depends on the
+    packed input alone, is kept only for the low pass: once its statistics are known, the level-2
+    passes that read it compute it again from the input (0.19 GB less at 12 MP for 1.4% more
+    arithmetic).
+  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece, one block at a
+    time (_LowPass), from the stored e2.
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
     instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
     that reads it, band after band, never stored.
@@ -53,9 +56,12 @@ BFLOAT16_MEASURED = {
     'avx512_bf16': (1.86, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-01'),
 }
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
-# glibc's malloc_trim, where there is one (Linux; not musl, macOS or Windows): gives the heap's free pages back
-# to the system between passes.
-_MALLOC_TRIM = getattr(ctypes.CDLL(None), 'malloc_trim', None) if sys.platform.startswith('linux') else None
+# glibc's malloc_trim and mallopt, where there are (Linux; not musl, macOS or Windows).
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith('linux') else None
+_MALLOC_TRIM = getattr(_LIBC, 'malloc_trim', None)
+_MALLOPT = getattr(_LIBC, 'mallopt', None)
+_M_MMAP_THRESHOLD = -3      # mallopt's parameter number (malloc.h)
+MMAP_THRESHOLD = 1 << 20    # bytes: with low_memory, allocations at least this large get pages of their own
 
 
 def padded_size(h, w, multiple=model.SIZE_MULTIPLE):
@@ -96,6 +102,16 @@ def bfloat16_advice():
     return ('note: this CPU has native bfloat16 (%s): precision=bfloat16 renders about %.1fx faster at about %d dB '
             'PSNR against float32 (measured on %s; pixels differ from float32 by a few levels in 255)'
             % (flag, speedup, psnr, where))
+
+
+def map_large_allocations():
+    """Makes glibc give every allocation of at least MMAP_THRESHOLD bytes pages of its own, returned to the
+    system when it is freed (low_memory). glibc otherwise raises that threshold to the largest block freed so
+    far (up to 32 MB), and the bands' tensors, tens of MB each and of ever different sizes, are then carved
+    from heaps that fragment (4.4 GB at packed 736x992 with TensorFlow's heap allocator, against 1.85 GB
+    with this). Process-wide and kept."""
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release_free_memory():
@@ -348,25 +364,25 @@ def _rows(array, start, stop):
 
 
 class _LowPass:
-    """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
+    """One layer at LOW_SCALE or below (a block, or the level's output), with the poolings and upsamplings
+    it reads, in one piece (model.build) from the stored maps it reads. One block per session run, so that
+    the working memory is one block's, not all of level 3's at once (0.16 GB less after them at 12 MP with
+    TensorFlow's pooled allocator, which keeps what any run needed)."""
 
-    def __init__(self, weights, layers, needed, target, norms):
-        names = {l.name for l in layers}
+    def __init__(self, weights, name, stored, norms):
         channels = model.channels()
-        self.inputs = sorted({i for l in layers for i in model.layer_inputs(l) if i not in names})
-        read_above = {i for l in needed if l.name not in names for i in model.layer_inputs(l)}
-        self.targets = sorted(names & (read_above | {target}))
+        given = {n: None for n in stored}
+        self.inputs = sorted({i for l in model.needed_layers([name], given) for i in model.layer_inputs(l)
+                              if i in given})
         self.placeholders = {n: tf.placeholder(tf.float32, [1, None, None, channels[n]]) for n in self.inputs}
-        maps = model.build(weights, self.placeholders, self.targets, norms)
-        self.outputs = [maps[n] for n in self.targets]
+        self.name = name
+        self.output = model.build(weights, self.placeholders, [name], norms)[name]
 
     def reads(self):
         return self.inputs
 
     def run(self, sess, store, bar):
-        values = sess.run(self.outputs, {self.placeholders[n]: store[n][None] for n in self.inputs})
-        for name, value in zip(self.targets, values):
-            store[name] = value[0]
+        store[self.name] = sess.run(self.output, {self.placeholders[n]: store[n][None] for n in self.inputs})[0]
         bar.step()
 
 
@@ -381,9 +397,18 @@ class _Plan:
         self.scales, self.channels = model.scales(), model.channels()
         self.target = model.OUTPUTS[level]
         needed = model.needed_layers([self.target])
+        # One piece per block at LOW_SCALE and below (and the output, if the level's is there), each reading
+        # the maps stored before it: the normalised blocks above LOW_SCALE that it reads, and the blocks before it.
         low = [l for l in needed if self.scales[l.name] >= LOW_SCALE]
-        self.low = _LowPass(weights, low, needed, self.target, norms) if low else None
+        given = {i for l in low for i in model.layer_inputs(l) if self.scales[i] < LOW_SCALE}
+        self.low = []
+        for l in low:
+            if isinstance(l, model.Block) or l.name == self.target:
+                self.low.append(_LowPass(weights, l.name, given, norms))
+                given.add(l.name)
         self.stored = set()         # maps kept whole: normalised blocks' outputs (before `append`), low maps
+        self.recomputed = set()     # normalised blocks computed again from the input by the passes that read them
+        self.low_reads = {name for p in self.low for name in p.reads()}
         self.passes = []
         for layer in needed:
             if self.scales[layer.name] < LOW_SCALE and model.normalised(layer, norms):
@@ -400,37 +425,66 @@ class _Plan:
         self.last_reader = {array: i for i, p in enumerate(self.passes) for array in p.reads()}
 
     def _need_low(self):
-        """Schedules the low pass now, if it has not run yet."""
-        if self.low is not None and self.low not in self.passes:
-            self.passes.append(self.low)
-            self.stored.update(self.low.targets)
+        """Schedules the low passes now, if they have not run yet."""
+        if self.low and self.low[0] not in self.passes:
+            self.passes += self.low
+            self.stored.update(p.name for p in self.low)
 
     def _block_passes(self, layer):
-        """Three streams for an instance-normalised block: its first convolutions, its second ones, its output."""
-        sizes, y = model.branch_sizes(layer), 'conv:' + layer.name
-        scale, width = self.scales[layer.name], layer.filters * len(sizes)
+        """Streams for an instance-normalised block: its first convolutions, its second ones, then its output,
+        stored whole (for a block that its readers recompute, only if the low pass reads it)."""
+        y, scale = 'conv:' + layer.name, self.scales[layer.name]
+        width = layer.filters * len(model.branch_sizes(layer))
 
         first = _Stream(layer.name + ' conv1')
         x = first.cat([self.feature(first, name) for name in layer.inputs])
-        first.sink(first.cat([self.conv(first, x, model.conv_key(layer, k, 1), layer.filters, k, act=False)
-                              for k in sizes]), y, (y, 1))
+        first.sink(self._first_convs(first, layer, x), y, (y, 1))
 
         second = _Stream(layer.name + ' conv2')
-        z = self.norm(second, second.source(y, scale, width), layer, 1, (y, 1))
-        convs = []
-        for i, k in enumerate(sizes):
-            branch = second.op(z, lambda w, i=i: w[..., i * layer.filters:(i + 1) * layer.filters], layer.filters)
-            convs.append(self.conv(second, branch, model.conv_key(layer, k, 2), layer.filters, k, act=False))
-        second.sink(second.cat(convs), y, (y, 2))         # in place: rows are written after they are read
+        # In place: rows are written after they are read.
+        second.sink(self._second_convs(second, layer, second.source(y, scale, width)), y, (y, 2))
+        if self._from_input(layer):
+            self.recomputed.add(layer.name)
+            if layer.name not in self.low_reads:
+                return [first, second]
 
         third = _Stream(layer.name + ' output')
-        out = self.norm(third, third.source(y, scale, width), layer, 2, (y, 2))
-        if layer.residual:
-            out = third.sum(out, third.cat([self.feature(third, name) for name in layer.inputs]))
-        third.sink(out, y)
+        third.sink(self._block_output(third, layer, third.source(y, scale, width)), y)
         third.rename = (y, layer.name)
-        self.stored.add(layer.name)
+        if layer.name not in self.recomputed:
+            self.stored.add(layer.name)
         return [first, second, third]
+
+    def _from_input(self, layer):
+        """Whether a normalised block is cheap to recompute from the packed input in every pass that reads it,
+        once its statistics are known, instead of being stored (e2: 0.19 GB at 12 MP for 1.4% more
+        arithmetic): every map it reads is computed from the input without another normalised block."""
+        return all(name == model.INPUT or name in self.recomputed or
+                   (not model.normalised(model.LAYERS[name], self.norms) and
+                    self.scales[name] < LOW_SCALE and self._from_input(model.LAYERS[name]))
+                   for name in model.layer_inputs(layer))
+
+    def _first_convs(self, stream, layer, x):
+        """A block's first convolutions of every branch, concatenated, before their norm."""
+        return stream.cat([self.conv(stream, x, model.conv_key(layer, k, 1), layer.filters, k, act=False)
+                           for k in model.branch_sizes(layer)])
+
+    def _second_convs(self, stream, layer, y):
+        """A block's second convolutions, concatenated, before their norm, from its first ones (`y`)."""
+        z = self.norm(stream, y, layer, 1, ('conv:' + layer.name, 1))
+        convs = []
+        for i, k in enumerate(model.branch_sizes(layer)):
+            branch = stream.op(z, lambda w, i=i: w[..., i * layer.filters:(i + 1) * layer.filters], layer.filters)
+            convs.append(self.conv(stream, branch, model.conv_key(layer, k, 2), layer.filters, k, act=False))
+        return stream.cat(convs)
+
+    def _block_output(self, stream, layer, y):
+        """A block's output before `append`, from its second convolutions (`y`): their norm, plus the
+        block's input if residual."""
+        out = self.norm(stream, y, layer, 2, ('conv:' + layer.name, 2))
+        if layer.residual:
+            out = stream.sum(out, stream.cat([self.feature(stream, name) for name in layer.inputs]))
+        return out
 
     def norm(self, stream, y, layer, which, key):
         """Leaky ReLU of the instance norm of a block's stored convolutions (which: 1 or 2), with the
@@ -476,8 +530,12 @@ class _Plan:
                              layer.filters, lookback=1, scale=scale)
         if isinstance(layer, model.Output):
             return stream.op(x, lambda w: model.output_image(self.weights, name, w, pad_rows=False), 3, 1, 1)
-        assert not model.normalised(layer, self.norms), 'render.py: %s should have been stored' % name
         x = stream.cat([self.feature(stream, i) for i in layer.inputs])
+        if name in self.recomputed:
+            y = self._first_convs(stream, layer, x)
+            y = self._block_output(stream, layer, self._second_convs(stream, layer, y))
+            return stream.cat([y] + [self.feature(stream, a) for a in append])
+        assert not model.normalised(layer, self.norms), 'render.py: %s should have been stored' % name
         branches = []
         for k in model.branch_sizes(layer):
             y = self.conv(stream, x, model.conv_key(layer, k, 1), layer.filters, k)
@@ -520,9 +578,12 @@ class Renderer:
     """
 
     def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=utils.DEFAULT_TILE,
-                 instance_norm_level_1=False, largest=None):
+                 instance_norm_level_1=False, largest=None, low_memory=False):
         """largest: (h, w) of the largest packed image that will be rendered, if known; the streamed passes
-        (seconds of graph building and warm-up) are then prepared only if it needs them."""
+        (seconds of graph building and warm-up) are then prepared only if it needs them.
+        low_memory: large allocations get pages of their own, returned to the system when freed
+        (map_large_allocations); with TensorFlow's heap allocator (utils.import_tensorflow(heap_allocator=True),
+        before the first session) the peak is then what the passes hold, not what allocators kept."""
         if level not in utils.LEVELS:
             raise UserError('level=%s: must be one of %s' % (level, ', '.join(map(str, utils.LEVELS))))
         if precision not in utils.RENDER_PRECISIONS:
@@ -553,6 +614,8 @@ class Renderer:
         config = mixed_precision.configure_session(devices.session_config(use_gpu), precision)
         self.sess = tf.Session(graph=self.graph, config=config)
         checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
+        if low_memory:
+            map_large_allocations()
         if tile and (largest is None or self.streams(*largest)):
             self._plan()        # graph building is paid here, once, not by the first photo
 

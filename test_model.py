@@ -32,6 +32,8 @@ KEYS = {
                 'images up to that size, and tile=0, render in one piece'),
     'precision': Key('float32', str, 'float32, or bfloat16 (faster on CPUs with AMX/AVX512-BF16)',
                      choices=utils.RENDER_PRECISIONS),
+    'low_memory': Key(False, bool, 'return each pass\'s memory to the system: a 12 MP photo in bands in '
+                      'about 2.6 GB instead of 3.9 GB, taking about 1.2x the time (measured: BENCHMARKS.md)'),
     'instance_norm_level_1': Key(False, bool, 'the model was trained with instance norm on level 1'),
     'black_level': Key(image_io.ZURICH_BLACK_LEVEL, int, 'black level of the training sensor; camera files '
                        'are mapped onto it'),
@@ -90,7 +92,7 @@ def main(argv):
     image_io.check_levels(config['black_level'], config['white_level'])
     if config['tile'] < 0:
         raise UserError('tile=%d: must be 0 (one piece) or a positive packed size' % config['tile'])
-    utils.import_tensorflow()
+    utils.import_tensorflow(heap_allocator=config['low_memory'])
     import checkpoints
     import render
     checkpoint, label = checkpoints.find_checkpoint(config['models_dir'], level, config['restore_iter'], orig)
@@ -117,7 +119,7 @@ def main(argv):
     largest = (first[0].shape[0] // 2, first[0].shape[1] // 2) if first else None
     with render.Renderer(checkpoint, level, use_gpu=config['use_gpu'], precision=config['precision'],
                          tile=config['tile'], instance_norm_level_1=config['instance_norm_level_1'],
-                         largest=largest) as renderer:
+                         largest=largest, low_memory=config['low_memory']) as renderer:
         from tensorflow.errors import ResourceExhaustedError
         bar = utils.progress(total=len(paths), desc='rendering', unit='image')
         note = lambda message: bar.write(message, file=sys.stderr)

@@ -192,8 +192,13 @@ _LOADED = b'\n[tensorflow loaded]\n'
 _KEEPER = 'import sys; text = sys.stdin.buffer.read(); text.endswith(%r) or sys.stderr.buffer.write(text)' % _LOADED
 
 
-def import_tensorflow():
+def import_tensorflow(heap_allocator=False):
     """Imports TensorFlow with its C++ start-up notices held back; returns the tensorflow module.
+
+    heap_allocator: TensorFlow's oneDNN kernels (on by default on CPUs with AVX-512) take large tensors from
+    the C heap (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, unless the environment sets it) instead of a pool that keeps
+    what it once held (1.3 GB through the streamed renderer's passes at 12 MP), so that memory can go back
+    to the system (test_model.py low_memory=true). TensorFlow reads the setting at its first allocation.
 
     While it loads, TensorFlow's C++ layer prints CUDA, CPU-feature and oneDNN notices before it
     reads TF_CPP_MIN_LOG_LEVEL; they would turn every one-line error into several lines. A helper
@@ -203,6 +208,8 @@ def import_tensorflow():
     TF_CPP_MIN_LOG_LEVEL=0 shows everything.
     """
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if heap_allocator:
+        os.environ.setdefault('TF_ONEDNN_USE_SYSTEM_ALLOCATOR', '1')
     if 'tensorflow' in sys.modules or os.environ['TF_CPP_MIN_LOG_LEVEL'] == '0':
         import tensorflow
         return tensorflow

@@ -144,14 +144,14 @@ def test_dataset_folders_any_size_and_a_bad_file(models_dir, references, tmp_pat
 def test_every_level_through_the_command_line(models_dir, references, tmp_path):
     """test_model.py level=L for L = 5..0 writes the level-L output of its checkpoint: H/2^L x W/2^L (rounded up)
     for an H x W mosaic, as the plain graph computes it. tile=16 renders the packed 32x48 image in bands of 8
-    rows (the test above renders in one piece)."""
+    rows (the test above renders in one piece); levels 2 and 0 with low_memory=true, which must not change a pixel."""
     image_io.save_raw_png(str(tmp_path / 'levels.png'), MOSAICS['levels'])
     height, width = MOSAICS['levels'].shape
     for level in (5, 4, 3, 2, 1, 0):
         out = tmp_path / ('out%d' % level)
         result = run_script('test_model.py', 'level=%d' % level, 'use_gpu=false', 'input=%s' % (tmp_path / 'levels.png'),
-                            'models_dir=%s' % models_dir, 'output_dir=%s' % out, 'tile=16', cwd=str(tmp_path),
-                            env=EXACT_ENV)
+                            'models_dir=%s' % models_dir, 'output_dir=%s' % out, 'tile=16',
+                            *(['low_memory=true'] if level in (2, 0) else []), cwd=str(tmp_path), env=EXACT_ENV)
         assert result.returncode == 0, result.stderr[-2000:]
         assert os.listdir(out) == ['levels_level_%d_iteration_%d.png' % (level, ITERATION)]
         photo = np.asarray(Image.open(out / os.listdir(out)[0]))
