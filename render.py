@@ -20,8 +20,8 @@ band, not the image, and every convolution computed once except e2's:
     packed input alone, is kept only for the low pass: once its statistics are known, the level-2
     passes that read it compute it again from the input (0.19 GB less at 12 MP for 1.4% more
     arithmetic).
-  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece, one block at a
-    time (_LowPass), from the stored e2.
+  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece on the stored
+    e2 (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
     instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
     that reads it, band after band, never stored.
@@ -364,25 +364,25 @@ def _rows(array, start, stop):
 
 
 class _LowPass:
-    """One layer at LOW_SCALE or below (a block, or the level's output), with the poolings and upsamplings
-    it reads, in one piece (model.build) from the stored maps it reads. One block per session run, so that
-    the working memory is one block's, not all of level 3's at once (0.16 GB less after them at 12 MP with
-    TensorFlow's pooled allocator, which keeps what any run needed)."""
+    """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
 
-    def __init__(self, weights, name, stored, norms):
+    def __init__(self, weights, layers, needed, target, norms):
+        names = {l.name for l in layers}
         channels = model.channels()
-        given = {n: None for n in stored}
-        self.inputs = sorted({i for l in model.needed_layers([name], given) for i in model.layer_inputs(l)
-                              if i in given})
+        self.inputs = sorted({i for l in layers for i in model.layer_inputs(l) if i not in names})
+        read_above = {i for l in needed if l.name not in names for i in model.layer_inputs(l)}
+        self.targets = sorted(names & (read_above | {target}))
         self.placeholders = {n: tf.placeholder(tf.float32, [1, None, None, channels[n]]) for n in self.inputs}
-        self.name = name
-        self.output = model.build(weights, self.placeholders, [name], norms)[name]
+        maps = model.build(weights, self.placeholders, self.targets, norms)
+        self.outputs = [maps[n] for n in self.targets]
 
     def reads(self):
         return self.inputs
 
     def run(self, sess, store, bar):
-        store[self.name] = sess.run(self.output, {self.placeholders[n]: store[n][None] for n in self.inputs})[0]
+        values = sess.run(self.outputs, {self.placeholders[n]: store[n][None] for n in self.inputs})
+        for name, value in zip(self.targets, values):
+            store[name] = value[0]
         bar.step()
 
 
@@ -397,18 +397,11 @@ class _Plan:
         self.scales, self.channels = model.scales(), model.channels()
         self.target = model.OUTPUTS[level]
         needed = model.needed_layers([self.target])
-        # One piece per block at LOW_SCALE and below (and the output, if the level's is there), each reading
-        # the maps stored before it: the normalised blocks above LOW_SCALE that it reads, and the blocks before it.
         low = [l for l in needed if self.scales[l.name] >= LOW_SCALE]
-        given = {i for l in low for i in model.layer_inputs(l) if self.scales[i] < LOW_SCALE}
-        self.low = []
-        for l in low:
-            if isinstance(l, model.Block) or l.name == self.target:
-                self.low.append(_LowPass(weights, l.name, given, norms))
-                given.add(l.name)
+        self.low = _LowPass(weights, low, needed, self.target, norms) if low else None
         self.stored = set()         # maps kept whole: normalised blocks' outputs (before `append`), low maps
         self.recomputed = set()     # normalised blocks computed again from the input by the passes that read them
-        self.low_reads = {name for p in self.low for name in p.reads()}
+        self.low_reads = set(self.low.reads()) if self.low else set()
         self.passes = []
         for layer in needed:
             if self.scales[layer.name] < LOW_SCALE and model.normalised(layer, norms):
@@ -425,10 +418,10 @@ class _Plan:
         self.last_reader = {array: i for i, p in enumerate(self.passes) for array in p.reads()}
 
     def _need_low(self):
-        """Schedules the low passes now, if they have not run yet."""
-        if self.low and self.low[0] not in self.passes:
-            self.passes += self.low
-            self.stored.update(p.name for p in self.low)
+        """Schedules the low pass now, if it has not run yet."""
+        if self.low is not None and self.low not in self.passes:
+            self.passes.append(self.low)
+            self.stored.update(self.low.targets)
 
     def _block_passes(self, layer):
         """Streams for an instance-normalised block: its first convolutions, its second ones, then its output,

@@ -81,17 +81,14 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
         assert list(renderer.plans) == [0]
 
 
-def test_low_passes_run_one_block_at_a_time_and_e2_is_not_kept_through_level_2(ckpt):
+def test_e2_is_not_kept_through_level_2(ckpt):
     with render.Renderer(ckpt['varied'], use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
-    scales = model.scales()
-    low = [i for i, p in enumerate(plan.passes) if isinstance(p, render._LowPass)]
-    assert [plan.passes[i].name for i in low] == [l.name for l in model.LAYOUT if isinstance(l, model.Block)
-                                                   and scales[l.name] >= render.LOW_SCALE]
-    # e2 is stored for the low passes only (e3 pools it); the level-2 passes compute it again.
-    assert 'e2' in plan.recomputed and plan.last_reader['e2'] == low[0]
-    assert not any('e2' in p.reads() for p in plan.passes[low[-1] + 1:])
-    assert any(model.INPUT in p.reads() for p in plan.passes[low[-1] + 1:] if p.name.startswith('level2/a'))
+    low = plan.passes.index(plan.low)
+    # e2 is stored for the low pass only (e3 pools it); the level-2 passes compute it again from the input.
+    assert 'e2' in plan.recomputed and plan.last_reader['e2'] == low
+    assert not any('e2' in p.reads() for p in plan.passes[low + 1:])
+    assert any(model.INPUT in p.reads() for p in plan.passes[low + 1:] if p.name.startswith('level2/a'))
 
 
 def test_low_memory_maps_large_allocations(ckpt, monkeypatch):
