@@ -108,8 +108,8 @@ def map_large_allocations():
     """Makes glibc give every allocation of at least MMAP_THRESHOLD bytes pages of its own, returned to the
     system when it is freed (low_memory). glibc otherwise raises that threshold to the largest block freed so
     far (up to 32 MB), and the bands' tensors, tens of MB each and of ever different sizes, are then carved
-    from heaps that fragment (4.4 GB at packed 736x992 with TensorFlow's heap allocator, against 1.85 GB
-    with this). Process-wide and kept."""
+    from heaps that fragment (3.9-4.4 GB at packed 736x992 with TensorFlow's heap allocator, against
+    1.85 GB with this). Process-wide and kept."""
     if _MALLOPT is not None:
         _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
@@ -527,15 +527,15 @@ class _Plan:
         if name in self.recomputed:
             y = self._first_convs(stream, layer, x)
             y = self._block_output(stream, layer, self._second_convs(stream, layer, y))
-            return stream.cat([y] + [self.feature(stream, a) for a in append])
-        assert not model.normalised(layer, self.norms), 'render.py: %s should have been stored' % name
-        branches = []
-        for k in model.branch_sizes(layer):
-            y = self.conv(stream, x, model.conv_key(layer, k, 1), layer.filters, k)
-            branches.append(self.conv(stream, y, model.conv_key(layer, k, 2), layer.filters, k))
-        y = stream.cat(branches)
-        if layer.residual:
-            y = stream.sum(y, x)
+        else:
+            assert not model.normalised(layer, self.norms), 'render.py: %s should have been stored' % name
+            branches = []
+            for k in model.branch_sizes(layer):
+                y = self.conv(stream, x, model.conv_key(layer, k, 1), layer.filters, k)
+                branches.append(self.conv(stream, y, model.conv_key(layer, k, 2), layer.filters, k))
+            y = stream.cat(branches)
+            if layer.residual:
+                y = stream.sum(y, x)
         return stream.cat([y] + [self.feature(stream, a) for a in append])
 
 

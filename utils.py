@@ -197,7 +197,7 @@ def import_tensorflow(heap_allocator=False):
 
     heap_allocator: TensorFlow's oneDNN kernels (on by default on CPUs with AVX-512) take large tensors from
     the C heap (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, unless the environment sets it) instead of a pool that keeps
-    what it once held (1.3 GB through the streamed renderer's passes at 12 MP), so that memory can go back
+    what it once held (about 1.2 GB through the streamed renderer's passes at 12 MP), so that memory can go back
     to the system (test_model.py low_memory=true). TensorFlow reads the setting at its first allocation.
 
     While it loads, TensorFlow's C++ layer prints CUDA, CPU-feature and oneDNN notices before it
