@@ -25,23 +25,30 @@ def save_checkpoint(path, seed=0, kernel_gain=0.0, output_gain=10.0, instance_no
         weights = model.PyNETWeights()
         model.PyNET(tf.placeholder(tf.float32, [1, None, None, 4]), weights=weights,
                     instance_norm_level_1=instance_norm_level_1)
+        values = {}
+        if kernel_gain:
+            for key, var in weights.variables.items():
+                shape = var.shape.as_list()
+                if key.endswith('/kernel'):
+                    fan_in = shape[0] * shape[1] * (shape[3] if '/up' in key else shape[2])
+                    value = rng.standard_normal(shape) * kernel_gain * np.sqrt(2.0 / fan_in)
+                    if key.endswith('out/kernel'):
+                        value *= output_gain
+                elif key.endswith('/bias'):
+                    value = rng.standard_normal(shape) * 0.05
+                elif key.endswith('/scale'):       # instance norm away from its initial 1 and 0
+                    value = rng.uniform(0.5, 1.5, shape)
+                elif key.endswith('/shift'):
+                    value = rng.standard_normal(shape) * 0.2
+                else:
+                    continue
+                values[var] = value.astype(np.float32)
+        # One run for all of them (a run per variable would build an executor for each).
+        feeds = {var: tf.placeholder(tf.float32, var.shape) for var in values}
+        assign = [var.assign(feeds[var]) for var in values]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            if kernel_gain:
-                for key, var in weights.variables.items():
-                    shape = var.shape.as_list()
-                    if key.endswith('/kernel'):
-                        fan_in = shape[0] * shape[1] * (shape[3] if '/up' in key else shape[2])
-                        value = rng.standard_normal(shape) * kernel_gain * np.sqrt(2.0 / fan_in)
-                        if key.endswith('out/kernel'):
-                            value *= output_gain
-                        var.load(value.astype(np.float32), sess)
-                    elif key.endswith('/bias'):
-                        var.load((rng.standard_normal(shape) * 0.05).astype(np.float32), sess)
-                    elif key.endswith('/scale'):       # instance norm away from its initial 1 and 0
-                        var.load(rng.uniform(0.5, 1.5, shape).astype(np.float32), sess)
-                    elif key.endswith('/shift'):
-                        var.load((rng.standard_normal(shape) * 0.2).astype(np.float32), sess)
+            sess.run(assign, {feeds[var]: value for var, value in values.items()})
             checkpoints.save_variables(sess, tf.train.Saver(weights.in_creation_order()), path)
     return path
 
@@ -57,14 +64,16 @@ def packed_image(h, w, seed=0):
 
 
 @pytest.mark.parametrize('tile', [0, 16])
-def test_any_size_gives_exact_output_size_at_every_level(ckpt, tile):
+def test_any_size_gives_exact_output_size(ckpt, tile):
+    # In one piece at every level; streamed (tile=16: 23x37 and 37x53 stream) at level 0 here, and at every
+    # level on a 100x190 image by test_streamed_equals_one_piece_at_every_level (a plan per level costs seconds).
     with render.Renderer(ckpt['varied'], level=0, use_gpu=False, tile=tile) as renderer:
         for h, w in [(1, 1), (3, 2), (23, 37)]:       # tiny: padding longer than the image
             out = renderer.render(packed_image(h, w), progress=False)
             assert out.shape == (2 * h, 2 * w, 3) and out.dtype == np.float32
             assert np.isfinite(out).all()
         x = packed_image(37, 53)                       # not a multiple of 16 (nor 32 on the mosaic)
-        for level in utils.LEVELS:
+        for level in utils.LEVELS if not tile else (0,):
             renderer.level = level
             out = renderer.render(x, progress=False)
             assert out.shape == (-(-74 // 2 ** level), -(-106 // 2 ** level), 3), (level, out.shape)
@@ -77,12 +86,12 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
         assert not renderer.plans and not renderer.streams(30, 20) and renderer.streams(37, 53)
         renderer.render(packed_image(30, 20), progress=False)
         assert not renderer.plans
-    with render.Renderer(ckpt['varied'], use_gpu=False, tile=32, largest=(37, 53)) as renderer:
-        assert list(renderer.plans) == [0]
+    with render.Renderer(ckpt['varied'], level=5, use_gpu=False, tile=32, largest=(37, 53)) as renderer:
+        assert list(renderer.plans) == [5]
 
 
 def test_e2_is_not_kept_through_level_2(ckpt):
-    with render.Renderer(ckpt['varied'], use_gpu=False, tile=32, largest=(1, 1)) as renderer:
+    with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
     low = plan.passes.index(plan.low)
     # e2 is stored for the low pass only (e3 pools it); the level-2 passes compute it again from the input.
@@ -132,13 +141,15 @@ if sabotage:        # carry the first rows of each window over to the next band 
         return window
     render._Stream._window = wrong_rows
 result = {}
+one_piece = render.Renderer(checkpoint, use_gpu=False, tile=0)
 for level in levels:
-    with render.Renderer(checkpoint, level=level, use_gpu=False, tile=0) as r:
-        whole = r.render(x)
+    one_piece.level = level
+    whole = one_piece.render(x)
     with render.Renderer(checkpoint, level=level, use_gpu=False, tile=tile) as r:
         calls = []
         streamed = r.render(x, progress=lambda done, total: calls.append((done, total)))
     result[level] = {'diff': float(np.abs(streamed - whole).max()), 'std': float(whole.std()),
+                     'shapes': [list(whole.shape), list(streamed.shape)],
                      'calls': calls, 'band': render.band_height(tile, 192)}
 print(json.dumps(result))
 '''
@@ -160,6 +171,9 @@ def test_streamed_equals_one_piece_at_every_level(ckpt):
     result = streamed_check(ckpt['varied'], 48)
     for level, r in result.items():
         assert r['band'] == 8
+        # 100x190 packed (padded to 112x192 and cropped back): 200x380 at level 0, halved and rounded up above.
+        size = [-(-200 // 2 ** level), -(-380 // 2 ** level), 3]
+        assert r['shapes'] == [size, size], (level, r['shapes'])
         assert r['std'] > 0.1, (level, r)                # the weights make a varied picture
         # Equal up to float rounding, well within 1/255 (AVX2 kernels: up to 3e-5; AVX-512 ones: up to 1.2e-4).
         assert r['diff'] <= 5e-4, (level, r)
