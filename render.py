@@ -13,15 +13,18 @@ Streamed (larger images): PyNET evaluated in bands of rows holding about tile x 
 pixels each, from the same description of the network, model.LAYOUT, with memory bounded by the
 band, not the image, and every convolution computed once except e2's:
   - Instance norm needs the mean and variance of a convolution's output over the whole image
-    before anything can use it. So each instance-normalised block at S/2 (e2 and level 2) takes
-    three passes over the image (_block_passes): its first convolutions, stored with their
-    statistics; its second convolutions, stored in place with theirs; then its output (both
+    before anything can use it. So each instance-normalised block at S/2 and S/4 (e2, e3, levels 2
+    and 3) takes three passes over the image (_block_passes): its first convolutions, stored with
+    their statistics; its second convolutions, stored in place with theirs; then its output (both
     norms, leaky ReLU, plus its input if residual), stored in place. e2, which depends on the
-    packed input alone, is kept only for the low pass: once its statistics are known, the level-2
-    passes that read it compute it again from the input (0.19 GB less at 12 MP for 1.4% more
-    arithmetic).
-  - Layers at S/4 and below (e3, e4, levels 5-3) are small: they run in one piece on the stored
-    e2 (_LowPass).
+    packed input alone, is never stored: once its statistics are known, the passes that read it
+    (e3's first and four of level 2's) compute it again from the input (0.19 GB less at 12 MP for
+    1.8% more arithmetic: e1 and e2 are 0.36% of the network).
+  - Passes that compute nothing finer than S/4 (e3's last two, level 3's) take bands 4x as tall
+    (_Stream.band_factor): as many of their own pixels per band as a pass at S, so that their few
+    small convolutions are not cut into many small runs.
+  - Layers at S/8 and below (e4, levels 5 and 4) are small: they run in one piece on the stored e3
+    (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
     instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
     that reads it, band after band, never stored.
@@ -46,14 +49,14 @@ import model
 import utils
 from utils import UserError
 
-LOW_SCALE = 2               # feature maps at S/4 and below are computed in one piece
+LOW_SCALE = 3               # feature maps at S/8 and below are computed in one piece
 # bfloat16 against float32 as this project measured it (BENCHMARKS.md and its history), per CPU flag:
 # (speed-up per 12 MP photo against the published graph in float32, PSNR against float32 on trained weights,
-# machine). AVX512-BF16: precision=bfloat16 with the default tile (bench/render.py, 2026-12-01); AMX: the
+# machine). AVX512-BF16: precision=bfloat16 with the default tile (bench/render.py, 2026-12-05); AMX: the
 # published graph in one piece (the rendering issue's figures; not yet measured with bands).
 BFLOAT16_MEASURED = {
     'amx_bf16': (2.6, 58, 'an Intel Xeon with AMX, 2026-11-30'),
-    'avx512_bf16': (1.86, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-01'),
+    'avx512_bf16': (1.72, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-05'),
 }
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
 # glibc's malloc_trim and mallopt, where there are (Linux; not musl, macOS or Windows).
@@ -294,10 +297,16 @@ class _Stream:
 
     # -- running
 
+    def band_factor(self):
+        """How many times taller than `band` packed rows this pass's bands are: a pass that computes nothing
+        finer than S/4 (e3, level 3) takes as many of its own pixels per band as one at S does."""
+        finest = min(f.scale for f in self.features if f.make is not None)
+        return 2 ** finest if finest >= 2 else 1
+
     def steps(self, height, band):
         """(position, rows) of the bands, in 2S rows, that bring every sink past the end of the image."""
         total = 2 * height + max(f.lag for f, _, _ in self.sinks)
-        band, align = 2 * band, 2 * BAND_ALIGN
+        band, align = 2 * band * self.band_factor(), 2 * BAND_ALIGN
         return [(p, min(band, -(-(total - p) // align) * align)) for p in range(0, total, band)]
 
     def run(self, sess, store, statistics, height, width, band, bar):
@@ -450,9 +459,9 @@ class _Plan:
 
     def _from_input(self, layer):
         """Whether a normalised block is cheap to recompute from the packed input in every pass that reads it,
-        once its statistics are known, instead of being stored (e2: 0.19 GB at 12 MP for 1.4% more
-        arithmetic): every map it reads is computed from the input without another normalised block."""
-        return all(name == model.INPUT or name in self.recomputed or
+        once its statistics are known, instead of being stored (e2: 0.19 GB at 12 MP for 1.8% more
+        arithmetic): every map it reads is computed from the input without a normalised block."""
+        return all(name == model.INPUT or
                    (not model.normalised(model.LAYERS[name], self.norms) and
                     self.scales[name] < LOW_SCALE and self._from_input(model.LAYERS[name]))
                    for name in model.layer_inputs(layer))

@@ -21,7 +21,7 @@ DEFAULT_VGG_PATH = 'vgg_pretrained/imagenet-vgg-verydeep-19.mat'
 LEVELS = (0, 1, 2, 3, 4, 5)
 # Rendering (render.py), here so that scripts list them before TensorFlow loads: bands of about
 # DEFAULT_TILE x DEFAULT_TILE packed pixels (0: one piece), in one of RENDER_PRECISIONS.
-DEFAULT_TILE = 512
+DEFAULT_TILE = 384
 RENDER_PRECISIONS = ('float32', 'bfloat16')
 
 

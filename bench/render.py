@@ -103,10 +103,12 @@ def tiny_folder(cfg):
 
 
 def run(cfg, config, size, models):
-    """One test_model.py process: wall and CPU seconds, peak RSS (GB), its note lines, where it wrote."""
-    output_dir = os.path.join(cfg['work_dir'], 'out', config, '%dx%d' % size)
+    """One test_model.py process: wall and CPU seconds, peak RSS (GB), its note lines, where it wrote.
+    size: packed (h, w); TINY: the folder of two tiny RAWs; 'one': one tiny RAW."""
+    output_dir = os.path.join(cfg['work_dir'], 'out', config, '%dx%d' % size if size != 'one' else 'tiny-one')
     args = [sys.executable, os.path.join(REPO, 'test_model.py'), 'level=0', 'use_gpu=false', 'bits=16',
-            'models_dir=' + models, 'input=' + (tiny_folder(cfg) if size == TINY else write_input(cfg, *size)),
+            'models_dir=' + models, 'input=' + (tiny_folder(cfg) if size == TINY else
+                                  write_input(cfg, *(TINY if size == 'one' else size))),
             'output_dir=' + output_dir]
     with tempfile.TemporaryFile('w+') as err:
         start = time.time()
@@ -138,25 +140,45 @@ def output_of(result):
     return image_io.read_rgb16_png(os.path.join(folder, sorted(os.listdir(folder))[0])) / 65535.0
 
 
+def streams(config, size):
+    """Whether test_model.py renders a photo of this packed size in bands under `config` (else in one piece)."""
+    tile = next((int(k.split('=', 1)[1]) for k in CONFIGS[config] if k.startswith('tile=')), utils.DEFAULT_TILE)
+    h, w = (-(-n // 16) * 16 for n in size)       # padded to a multiple of 16, as render.py does
+    return tile > 0 and h * w > tile * tile
+
+
+def tiny_key(config, size):
+    """The tiny run subtracted from a photo's: a folder of two tiny RAWs (the streamed engine prepared, as for a
+    photo in bands), or for a photo rendered in one piece a single tiny RAW (test_model.py then skips it)."""
+    return '%s@tiny' % config if streams(config, size) else '%s@tiny-one' % config
+
+
 def measure(cfg, results, configs, sizes, models):
-    """Runs what results lacks: the tiny RAW once per configuration, then every size."""
+    """Runs what results lacks: the tiny runs once per configuration, then every size."""
     for config in configs:
-        key = '%s@tiny' % config
-        if key not in results:
-            print('%s, tiny RAW ...' % config, end=' ', flush=True)
-            results[key] = run(cfg, config, TINY, models)
-            print(results[key].get('error') or '%.1f s' % results[key]['wall'], flush=True)
+        for key, input_size in [('%s@tiny' % config, TINY)] + \
+                [('%s@tiny-one' % config, 'one')] * any(not streams(config, s) for s in sizes):
+            if key not in results:
+                print('%s, %s ...' % (config, 'tiny RAWs' if input_size == TINY else 'one tiny RAW'), end=' ',
+                      flush=True)
+                results[key] = run(cfg, config, input_size, models)
+                print(results[key].get('error') or '%.1f s' % results[key]['wall'], flush=True)
     for size in sizes:
         for config in configs:
             key = '%s@%dx%d' % ((config,) + size)
             print('%s, packed %dx%d ...' % ((config,) + size), end=' ', flush=True)
             r = results[key] = run(cfg, config, size, models)
-            tiny = results['%s@tiny' % config]
-            if 'wall' in r and 'wall' in tiny:
-                r['per_photo'] = r['wall'] - tiny['wall']
-                r['cpu_per_photo'] = r['cpu'] - tiny['cpu']
+            per_photo(results, config, size)
             print(r.get('error') or '%.1f s per photo, peak %.2f GB' % (r['per_photo'], r['peak_gb']), flush=True)
             save(cfg, results)
+
+
+def per_photo(results, config, size):
+    """A run's time and CPU time less its tiny run's (tiny_key)."""
+    r, tiny = results['%s@%dx%d' % ((config,) + size)], results.get(tiny_key(config, size), {})
+    if 'wall' in r and 'wall' in tiny:
+        r['per_photo'] = r['wall'] - tiny['wall']
+        r['cpu_per_photo'] = r['cpu'] - tiny['cpu']
 
 
 def compare(results, configs, size):
@@ -260,7 +282,8 @@ def write_benchmarks(cfg, results, configs, sizes, command, load):
         'Each configuration is a whole `test_model.py level=0 bits=16 use_gpu=false` process rendering one RAW; '
         '"per photo" is its wall time minus that of the same command over a folder of two %dx%d-packed RAWs '
         '(import, restore, graph building and the streamed engine\'s warm-up are paid once per folder of photos; '
-        'test_model.py prepares the streamed engine for a folder, or for a single photo that needs it). '
+        'test_model.py prepares the streamed engine for a folder, or for a single photo that needs it), or, for a '
+        'photo rendered in one piece (at most tile x tile packed pixels), over one such RAW. '
         '"CPU s" is the same difference in CPU time (user + system). Peak RSS is the whole process\'s '
         'high-water mark in 10^9 bytes. PSNR and max abs diff compare the 16-bit output PNG with the published '
         'configuration\'s. `default` is the streamed engine (render.py, tile=%d) in float32; `published` the '
@@ -290,6 +313,9 @@ def main(argv):
     if cfg['run']:
         measure(cfg, results, configs, sizes, models_dir(cfg))
     for size in sizes:
+        for config in configs:
+            if '%s@%dx%d' % ((config,) + size) in results:
+                per_photo(results, config, size)
         compare(results, configs, size)
     save(cfg, results)
     print('\n'.join(table(results, configs, sizes) + [''] + targets(results)))

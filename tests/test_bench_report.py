@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import input_pipeline, report  # noqa: E402
+from bench import render as render_bench  # noqa: E402
 
 DOC = '# Benchmarks\n\nintro\n\n## Input pipeline\n\nold pipeline\n\n## Export\n\nold export\n\n## Rendering\n\nold render\n'
 
@@ -90,3 +91,20 @@ def test_input_pipeline_without_its_data_is_a_one_line_error(tmp_path):
     config['data_dir'] = str(tmp_path / 'missing')
     with pytest.raises(input_pipeline.utils.UserError, match=r'missing has no train/huawei_raw/: .*make_bench_data'):
         input_pipeline.measure_and_report(config)
+
+
+def test_render_bench_subtracts_the_tiny_run_that_matches_the_photo():
+    # A photo in bands is compared with a folder of tiny RAWs (which prepares the streamed engine, as the photo's
+    # run does); one rendered in one piece, with a single tiny RAW (whose run skips it, as the photo's does).
+    tile = render_bench.utils.DEFAULT_TILE
+    assert not render_bench.streams('published', (1472, 1984))                  # tile=0
+    assert not render_bench.streams('default', (tile, tile))
+    assert render_bench.streams('default', (tile, tile + 16)) and render_bench.streams('default', (1472, 1984))
+    assert render_bench.tiny_key('default', (224, 224)) == 'default@tiny-one'
+    assert render_bench.tiny_key('default', (736, 992)) == 'default@tiny'
+    results = {'default@736x992': {'wall': 50.0, 'cpu': 90.0}, 'default@tiny': {'wall': 20.0, 'cpu': 30.0},
+               'default@224x224': {'wall': 9.0, 'cpu': 15.0}, 'default@tiny-one': {'wall': 6.0, 'cpu': 9.0}}
+    render_bench.per_photo(results, 'default', (736, 992))
+    render_bench.per_photo(results, 'default', (224, 224))
+    assert results['default@736x992']['per_photo'] == 30.0 and results['default@224x224']['per_photo'] == 3.0
+    assert results['default@224x224']['cpu_per_photo'] == 6.0

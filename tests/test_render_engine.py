@@ -90,14 +90,23 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
         assert list(renderer.plans) == [5]
 
 
-def test_e2_is_not_kept_through_level_2(ckpt):
+def test_e2_is_never_stored_and_quarter_size_passes_take_taller_bands(ckpt):
     with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
-    low = plan.passes.index(plan.low)
-    # e2 is stored for the low pass only (e3 pools it); the level-2 passes compute it again from the input.
-    assert 'e2' in plan.recomputed and plan.last_reader['e2'] == low
-    assert not any('e2' in p.reads() for p in plan.passes[low + 1:])
-    assert any(model.INPUT in p.reads() for p in plan.passes[low + 1:] if p.name.startswith('level2/a'))
+    # e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.56 GB at 12 MP);
+    # e3 (S/4), which reads a normalised block, is stored.
+    assert 'e2' in plan.recomputed and 'e2' not in plan.stored
+    streams = {p.name: p for p in plan.passes if isinstance(p, render._Stream)}
+    assert not any('e2' in p.reads() for p in plan.passes)
+    assert [name for name, p in streams.items() if 'conv:e2' in p.reads()] == ['e2 conv2']
+    assert 'e3' in plan.stored and plan.low.reads() == ['e3']
+    assert model.INPUT in streams['e3 conv1'].reads() and model.INPUT in streams['level2/a conv1'].reads()
+    # Passes computing nothing finer than S/4 take 4x the rows of a band: as many of their own pixels.
+    assert streams['e3 conv1'].band_factor() == 1       # computes e2 at S/2
+    for name, stream in streams.items():
+        assert stream.band_factor() == (4 if name.startswith(('e3 conv2', 'e3 output', 'level3/')) else 1), name
+    steps = streams['level3/a conv1'].steps(112, 8)
+    assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
 
 
 def test_low_memory_maps_large_allocations(ckpt, monkeypatch):
