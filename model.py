@@ -168,6 +168,13 @@ def needed_layers(targets, given=()):
     return [layer for layer in LAYOUT if layer.name in needed]
 
 
+def added_layers(level):
+    """The layers that `level` adds to level+1's network (every layer it needs at level 5): at level 0,
+    its upsampling and output; at level 1, level 1's blocks, output and level 2's two upsamplings."""
+    below = {l.name for l in needed_layers([OUTPUTS[level + 1]])} if level + 1 < len(OUTPUTS) else set()
+    return [layer for layer in needed_layers([OUTPUTS[level]]) if layer.name not in below]
+
+
 # ----------------------------------------------------------------------------------------
 # Weights
 
@@ -199,6 +206,11 @@ class PyNETWeights:
     def in_creation_order(self):
         """All variables, first created first."""
         return list(self.variables.values())
+
+    def of_layers(self, layers):
+        """The variables of these LAYOUT layers, first created first."""
+        prefixes = tuple(layer.name + '/' for layer in layers)
+        return [var for key, var in self.variables.items() if key.startswith(prefixes)]
 
 
 def create_weights(trainable=True, instance_norm_level_1=False):

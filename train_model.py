@@ -51,6 +51,15 @@ KEYS = {
     'seed': Key(0, int, 'seed of the patch sampling, augmentation and initial weights'),
     'resume': Key(False, bool, 'continue this level from its last checkpoint (after a crash or a kill)'),
     'num_gpus': Key(None, int, 'GPUs to split each batch over (MirroredStrategy); none: all visible ones'),
+    'train_layers': Key('all', str, 'all: train every layer (published); new: only the layers this level adds '
+                        'to level+1 (level 0: its upsampling and output), the rest kept as restored: a few '
+                        'hundred iterations of it first keep a new random head from disturbing trained layers',
+                        choices=('all', 'new')),
+    'init_new_layers': Key('restored', str, 'restored: the layers this level adds start from the checkpoint it '
+                           'starts from (published: their initial values, drawn at level 5); he: their '
+                           'convolution kernels are drawn again, He-scaled (output layers excepted), so that '
+                           'a deep new level passes its signal through from the first iteration',
+                           choices=('restored', 'he')),
     'precision': Key('float32', str, 'float32; mixed_float16 (GPUs, loss scaling); bfloat16 (GPUs, '
                      'CPUs with AVX512-BF16/AMX)', choices=('float32', 'mixed_float16', 'bfloat16')),
 }
@@ -203,6 +212,31 @@ def check_config(config):
                         'checkpoint of levels 4..0' % config['restore_iter'])
 
 
+def trained_variables(weights, level, train_layers):
+    """The variables Adam updates: all of PyNET's (published), or those of the layers `level` adds (new)."""
+    import model
+    if train_layers == 'new':
+        return weights.of_layers(model.added_layers(level))
+    return weights.in_creation_order()
+
+
+def he_initialisation(weights, level):
+    """An op drawing the kernels of the layers `level` adds (output layers excepted) from a normal
+    distribution of variance 2 / fan-in (He et al., 2015); fan-in of a stride-2 transposed convolution: a
+    quarter of its kernel's taps times its input channels."""
+    import model
+    import tensorflow.compat.v1 as tf
+    layers = [layer for layer in model.added_layers(level) if not isinstance(layer, model.Output)]
+    assigns = []
+    for layer in layers:
+        for key, var in weights.variables.items():
+            if key.startswith(layer.name + '/') and key.endswith('/kernel'):
+                shape = var.shape.as_list()
+                fan_in = shape[0] * shape[1] * (shape[3] / 4 if isinstance(layer, model.Upsample) else shape[2])
+                assigns.append(var.assign(tf.random.normal(shape, stddev=np.sqrt(2.0 / fan_in))))
+    return tf.group(*assigns)
+
+
 def init_checkpoint(path):
     """The checkpoint prefix init_checkpoint= names (the prefix or its .index file); it must exist."""
     import checkpoints
@@ -279,7 +313,7 @@ def main(argv):
         train_op, train_metrics = devices.build_train_op(
             dist, lambda planes, targets: build_loss(level, planes, targets, vgg_net, weights, precision, on_gpu,
                                                      config['content_weight']),
-            train_iterator.get_next(), optimizer, weights.in_creation_order)
+            train_iterator.get_next(), optimizer, lambda: trained_variables(weights, level, config['train_layers']))
         generator_vars = weights.in_creation_order()
 
         test_iterator = tf.data.make_initializable_iterator(
@@ -293,10 +327,14 @@ def main(argv):
         # When the generator is restored, drawing its 47M random initial values would be wasted.
         restored = {v.op.name for v in generator_vars}
         init_optimizer = tf.variables_initializer([v for v in tf.global_variables() if v.op.name not in restored])
+        redraw = he_initialisation(weights, level) if config['init_new_layers'] == 'he' else None
 
     print('level %d: %d iterations of batch %d on %d training patches (%dx%d mosaics), %d test patches; %s%s'
           % (level, num_iters, config['batch_size'], len(train_pairs), side, side, len(test_pairs),
              dist.describe(), '' if precision == 'float32' else ', ' + precision))
+    if config['train_layers'] == 'new':
+        print('training only the layers level %d adds (%s), the others kept as restored'
+              % (level, ', '.join(layer.name for layer in model.added_layers(level))))
     session_config = mixed_precision.configure_session(devices.session_config(config['use_gpu']), precision,
                                                        on_gpu)
     with graph.as_default(), dist.session(session_config) as sess:
@@ -314,6 +352,9 @@ def main(argv):
             if start_from:
                 checkpoints.restore_variables(sess, generator_vars, start_from)
             print('starting from %s' % (start_from or 'random weights'))
+        if redraw is not None and not start_iteration:
+            sess.run(redraw)
+            print('drew the kernels of the layers level %d adds again, He-scaled (init_new_layers=he)' % level)
         summary_writer = summaries.SummaryWriter(models_dir, level, resume_from=start_iteration or None) \
             if dist.is_chief else None
 

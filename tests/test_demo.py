@@ -26,7 +26,8 @@ def test_demo_with_the_smallest_settings(tmp_path):
     out = tmp_path / 'demo'
     result = run_script('demo.py', 'output_dir=%s' % out, 'patch_size=32', 'train_patch_sizes=64,64,64,64,32,32',
                         'train_patches=4', 'test_patches=2', 'iterations=2,2,2,2,2,2', 'batch_sizes=2,2,2,2,2,2',
-                        'learning_rates=1e-4', 'vgg_dir=%s' % (tmp_path / 'none.mat'), cwd=str(tmp_path), timeout=1500)
+                        'learning_rates=1e-4', 'head_iterations=3', 'vgg_dir=%s' % (tmp_path / 'none.mat'),
+                        cwd=str(tmp_path), timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout
     # The random-weight VGG-19 is made, said so, and left out of the loss.
@@ -36,13 +37,23 @@ def test_demo_with_the_smallest_settings(tmp_path):
     # One dataset per patch size: the scored one (32 px), and the 64 px one levels 5..2 train on.
     assert (out / 'raw_images' / 'test' / 'huawei_raw' / '1.png').is_file()
     assert (out / 'raw_images_64px' / 'train' / 'huawei_raw' / '3.png').is_file()
-    assert 'Training schedule (12 iterations in all)' in text
+    assert 'Training schedule (15 iterations in all)' in text
     for level, side in zip(LEVELS, (64, 64, 64, 64, 32, 32)):
         assert re.search(r'level %d:\s+2 iterations of batch\s+2,\s+%dx%d\s+patches, learning rate 0.0001 -> '
                          r'1e-05 \(cosine\)' % (level, side, side), text), level
-    # ... and each level's train_model.py is given the decay (learning_rate_decay=0.1 by default).
+    # ... and each level's train_model.py is given the decay (learning_rate_decay=0.1 by default); level 0 first
+    # trains its new layers alone (head_iterations), from level 1's checkpoint, then all from that run's.
     commands = re.findall(r'^\$ python train_model.py .*$', text, re.M)
-    assert len(commands) == 6 and all('learning_rate=0.0001 end_learning_rate=1e-05' in c for c in commands)
+    assert len(commands) == 7
+    head = commands[5]
+    assert 'level=0' in head and 'train_layers=new' in head and 'num_train_iters=3' in head
+    assert 'learning_rate=0.001 ' in head and 'pynet_level_1_iteration_2.ckpt' in head
+    assert 'init_checkpoint=%s' % (out / 'models_level_0_head' / 'pynet_level_0_iteration_3.ckpt') in commands[6]
+    assert all('learning_rate=0.0001 end_learning_rate=1e-05' in c for c in commands[:5] + commands[6:])
+    # He-scaled new layers at levels 1 and 0 (he_levels=1,0 by default): at level 0 in its first run only.
+    assert ['init_new_layers=he' in c for c in commands] == [False] * 4 + [True, True, False]
+    assert 'after 3 of its new layers alone at 0.001; new layers He-scaled' in text
+    assert (out / 'models_level_0_head' / 'pynet_level_0_iteration_3.ckpt.index').is_file()
 
     # Every level trained from the one below, each saved and logged once, in order.
     for level in LEVELS:
@@ -54,7 +65,7 @@ def test_demo_with_the_smallest_settings(tmp_path):
     evaluated = re.search(r'^PSNR: ([\d.]+), SSIM: ([\d.]+)$', text, re.M)
     table = text[text.index('=== Results'):]
     rows = re.findall(r'^(\S.*?)\s+([\d.]+)\s+([\d.]+)$', table, re.M)
-    assert len(rows) == 3 and re.match(r'PyNET: 12 iterations, [\d.]+ min of training$', rows[0][0]), table
+    assert len(rows) == 3 and re.match(r'PyNET: 15 iterations, [\d.]+ min of training$', rows[0][0]), table
     assert rows[0][1:] == ('%.2f' % float(evaluated.group(1)), '%.4f' % float(evaluated.group(2)))
     metrics = json.loads((out / 'baseline' / 'metrics.json').read_text())
     for (label, psnr, ssim), method in zip(rows[1:], baseline.METHODS):
@@ -121,6 +132,9 @@ def test_baseline_scores_equal_an_independent_computation(tmp_path):
     ('learning_rates=1e-4,0,1e-4,1e-4,1e-4,1e-4', 'must be positive'),
     ('learning_rates=1e-4,1e-4', 'or one for all'),
     ('learning_rate_decay=1.5', 'learning_rate_decay=1.5: must be between 0 and 1'),
+    ('he_levels=1,6', 'he_levels=1,6: give levels among 5,4,3,2,1,0'),
+    ('head_iterations=-1', 'head_iterations=-1: must be 0 or more'),
+    ('head_learning_rate=0', 'head_learning_rate=0: must be positive'),
 ])
 def test_bad_schedule_is_one_line_and_writes_nothing(tmp_path, arg, fragment):
     result = run_script('demo.py', 'output_dir=' + str(tmp_path / 'demo'), arg, cwd=str(tmp_path))

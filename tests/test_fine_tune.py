@@ -76,3 +76,39 @@ def test_missing_or_incompatible_checkpoint_is_one_line(workspace):
     result = train(workspace, 'level=4', 'init_checkpoint=other/model.ckpt.index', 'models_dir=other_models')
     assert_one_line_error(result, 'other/model.ckpt', 'shape [3, 3, 1, 8]', 'another model')
     assert not os.path.exists(workspace / 'other_models' / 'logs.txt')
+
+
+def test_train_layers_new_trains_only_the_layers_the_level_adds(workspace):
+    result = train(workspace, 'level=0', 'init_checkpoint=start/pynet.ckpt', 'num_train_iters=3', 'eval_step=3',
+                   'learning_rate=1e-3', 'train_layers=new', 'models_dir=head_models', 'content_weight=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'training only the layers level 0 adds (level0/up, level0/out)' in result.stdout
+    import model
+    with tf.Graph().as_default():
+        weights = model.create_weights()
+        added = {v.op.name for v in weights.of_layers(model.added_layers(0))}
+    assert len(added) == 3        # the upsampling's kernel, the output's kernel and bias
+    start = tf.train.load_checkpoint(str(workspace / 'start' / 'pynet.ckpt'))
+    tuned = tf.train.load_checkpoint(checkpoints.checkpoint_path(str(workspace / 'head_models'), 0, 3))
+    names = start.get_variable_to_shape_map()
+    assert added < set(names)
+    moved = {name for name in names if not np.array_equal(tuned.get_tensor(name), start.get_tensor(name))}
+    assert moved == added
+
+
+def test_init_new_layers_he_redraws_the_new_kernels_but_not_the_output(workspace):
+    result = train(workspace, 'level=0', 'init_checkpoint=start/pynet.ckpt', 'num_train_iters=1', 'eval_step=1',
+                   'learning_rate=1e-9', 'train_layers=new', 'init_new_layers=he', 'models_dir=he_models',
+                   'content_weight=0')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'drew the kernels of the layers level 0 adds again, He-scaled' in result.stdout
+    import model
+    with tf.Graph().as_default():
+        names = {key: var.op.name for key, var in model.create_weights().variables.items()}
+    start = tf.train.load_checkpoint(str(workspace / 'start' / 'pynet.ckpt'))
+    tuned = tf.train.load_checkpoint(checkpoints.checkpoint_path(str(workspace / 'he_models'), 0, 1))
+    up = tuned.get_tensor(names['level0/up/kernel'])            # [3, 3, 8, 32]: fan-in 9 * 32 / 4 (stride 2)
+    assert abs(up.std() / np.sqrt(2 / 72) - 1) < 0.15 and start.get_tensor(names['level0/up/kernel']).std() < 0.02
+    # The output layer keeps its (small) values: one step of 1e-9 moves it by about that.
+    for key in ('level0/out/kernel', 'level0/out/bias'):
+        assert np.abs(tuned.get_tensor(names[key]) - start.get_tensor(names[key])).max() < 1e-6
