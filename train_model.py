@@ -226,14 +226,16 @@ def he_initialisation(weights, level):
     quarter of its kernel's taps times its input channels."""
     import model
     import tensorflow.compat.v1 as tf
-    layers = [layer for layer in model.added_layers(level) if not isinstance(layer, model.Output)]
     assigns = []
-    for layer in layers:
-        for key, var in weights.variables.items():
-            if key.startswith(layer.name + '/') and key.endswith('/kernel'):
-                shape = var.shape.as_list()
-                fan_in = shape[0] * shape[1] * (shape[3] / 4 if isinstance(layer, model.Upsample) else shape[2])
-                assigns.append(var.assign(tf.random.normal(shape, stddev=np.sqrt(2.0 / fan_in))))
+    for layer in model.added_layers(level):
+        if isinstance(layer, model.Output):
+            continue
+        for var in weights.of_layers([layer]):
+            shape = var.shape.as_list()
+            if len(shape) != 4:         # biases (and instance-norm scales and shifts) keep their values
+                continue
+            fan_in = shape[0] * shape[1] * (shape[3] / 4 if isinstance(layer, model.Upsample) else shape[2])
+            assigns.append(var.assign(tf.random.normal(shape, stddev=np.sqrt(2.0 / fan_in))))
     return tf.group(*assigns)
 
 
