@@ -20,9 +20,11 @@ band, not the image, and every convolution computed once except e2's:
     packed input alone, is never stored: once its statistics are known, the passes that read it
     (e3's first and four of level 2's) compute it again from the input (0.19 GB less at 12 MP for
     1.8% more arithmetic: e1 and e2 are 0.36% of the network).
-  - Passes that compute nothing finer than S/4 (e3's last two, level 3's) take bands 4x as tall
-    (_Stream.band_factor): as many of their own pixels per band as a pass at S, so that their few
-    small convolutions are not cut into many small runs.
+  - Passes that store maps at S/2 (e2, level 2) or S/4 (e3, level 3) take bands 2x or 4x as tall
+    (_Stream.band_factor): as many of their stored pixels per band as a pass at S, so that their
+    convolutions are not cut into many small runs.
+  - A pass writes a new stored array into one that an earlier pass is done with, where one has its
+    shape (_take): the first writes to a new array fault its pages in, which costs seconds at 12 MP.
   - Layers at S/8 and below (e4, levels 5 and 4) are small: they run in one piece on the stored e3
     (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
@@ -115,6 +117,17 @@ def map_large_allocations():
     1.85 GB with this). Process-wide and kept."""
     if _MALLOPT is not None:
         _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def small_pages_for_arrays():
+    """Makes numpy stop asking Linux for transparent huge pages for its large arrays (NUMPY_MADVISE_HUGEPAGE=0,
+    set after import). Why: with the kernel's default `defrag=madvise`, faulting in a huge page can stall
+    on memory compaction, and the passes' new stored arrays are written right after a pass freed others:
+    their first writes took 5.5 s of 53 s of bfloat16 passes up to level 2 at 12 MP with huge pages, 2.2 s
+    without (AMD EPYC, 2026-12-06). Process-wide and kept; where numpy has no such switch, nothing changes."""
+    switch = getattr(getattr(getattr(np, '_core', None), 'multiarray', None), '_set_madvise_hugepage', None)
+    if switch is not None:
+        switch(False)
 
 
 def release_free_memory():
@@ -298,10 +311,12 @@ class _Stream:
     # -- running
 
     def band_factor(self):
-        """How many times taller than `band` packed rows this pass's bands are: a pass that computes nothing
-        finer than S/4 (e3, level 3) takes as many of its own pixels per band as one at S does."""
-        finest = min(f.scale for f in self.features if f.make is not None)
-        return 2 ** finest if finest >= 2 else 1
+        """How many times taller than `band` packed rows this pass's bands are: a pass whose sinks are at S/2
+        or S/4 (e2, e3, levels 2 and 3) takes as many of its sinks' pixels per band as one at S does (the
+        few rows at S it may compute, e1 for e2, are cheap). At S/2, that took bfloat16 from 118.0 to 115.6 s
+        at 12 MP (AMD EPYC, 2026-12-06)."""
+        finest = min(f.scale for f, _, _ in self.sinks)
+        return 2 ** finest if finest >= 1 else 1
 
     def steps(self, height, band):
         """(position, rows) of the bands, in 2S rows, that bring every sink past the end of the image."""
@@ -309,13 +324,15 @@ class _Stream:
         band, align = 2 * band * self.band_factor(), 2 * BAND_ALIGN
         return [(p, min(band, -(-(total - p) // align) * align)) for p in range(0, total, band)]
 
-    def run(self, sess, store, statistics, height, width, band, bar):
+    def run(self, sess, store, statistics, height, width, band, bar, spare):
         """The pass over a padded image of height x width packed pixels, `band` packed rows at a time:
-        reads and writes the arrays of `store`, adds the sinks' whole-image moments to `statistics`."""
+        reads and writes the arrays of `store`, adds the sinks' whole-image moments to `statistics`.
+        A new stored array is one of `spare` (arrays earlier passes are done with) where one has its shape;
+        the rest of `spare` is then let go."""
         for f, array, _ in self.sinks:
             if array not in store:
-                store[array] = np.empty((2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels),
-                                        np.float32)
+                store[array] = _take(spare, (2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels))
+        spare.clear()
         carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
                    for f, rows, _, _ in self.carries]
         feed = {self.height: 2 * height}
@@ -357,6 +374,16 @@ class _Stream:
         for (first, count), (top, lo, hi) in zip(self.valid, spans):
             feed[first], feed[count] = lo - top, hi - lo
         return feed
+
+
+def _take(spare, shape):
+    """A float32 array of `shape`: one of `spare` if one has it, else a new one. Why: the first writes to a new
+    array fault its pages in, one by one: 1.5-2.2 s of 49 s of bfloat16 passes up to level 2 at 12 MP (AMD
+    EPYC, 2026-12-06; see small_pages_for_arrays), against 0.3 s for writing as many rows in place."""
+    for i, array in enumerate(spare):
+        if array.shape == shape:
+            return spare.pop(i)
+    return np.empty(shape, np.float32)
 
 
 def _row_slice(x, start, stop):
@@ -618,6 +645,8 @@ class Renderer:
         checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
         if low_memory:
             map_large_allocations()
+        if tile:
+            small_pages_for_arrays()
         if tile and (largest is None or self.streams(*largest)):
             self._plan()        # graph building is paid here, once, not by the first photo
 
@@ -676,16 +705,20 @@ class Renderer:
         bar = _Progress(progress, sum(len(p.steps(height, band)) if isinstance(p, _Stream) else 1
                                       for p in plan.passes))
         store, statistics = {model.INPUT: padded}, {}
+        spare = []                  # stored arrays no pass reads any more, for the next pass to write into
         try:
             for i, p in enumerate(plan.passes):
                 if isinstance(p, _LowPass):
+                    spare.clear()
                     p.run(self.sess, store, bar)
                 else:
-                    p.run(self.sess, store, statistics, height, width, band, bar)
+                    p.run(self.sess, store, statistics, height, width, band, bar, spare)
                     if p.rename:
                         store[p.rename[1]] = store.pop(p.rename[0])
                 for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
-                    store.pop(array, None)
+                    done = store.pop(array, None)
+                    if done is not None and array != model.INPUT:      # the input may be the caller's
+                        spare.append(done)
                 release_free_memory()
             return store[plan.target]
         finally:

@@ -50,8 +50,8 @@ def test_demo_with_the_smallest_settings(tmp_path):
     assert 'learning_rate=0.001 ' in head and 'pynet_level_1_iteration_2.ckpt' in head
     assert 'init_checkpoint=%s' % (out / 'models_level_0_head' / 'pynet_level_0_iteration_3.ckpt') in commands[6]
     assert all('learning_rate=0.0001 end_learning_rate=1e-05' in c for c in commands[:5] + commands[6:])
-    # He-scaled new layers at levels 1 and 0 (he_levels=1,0 by default): at level 0 in its first run only.
-    assert ['init_new_layers=he' in c for c in commands] == [False] * 4 + [True, True, False]
+    # He-scaled new layers at every level (he_levels=5,4,3,2,1,0 by default): at level 0 in its first run only.
+    assert ['init_new_layers=he' in c for c in commands] == [True] * 6 + [False]
     assert 'after 3 of its new layers alone at 0.001; new layers He-scaled' in text
     assert (out / 'models_level_0_head' / 'pynet_level_0_iteration_3.ckpt.index').is_file()
 

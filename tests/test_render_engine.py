@@ -90,7 +90,7 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
         assert list(renderer.plans) == [5]
 
 
-def test_e2_is_never_stored_and_quarter_size_passes_take_taller_bands(ckpt):
+def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(ckpt):
     with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
     # e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.56 GB at 12 MP);
@@ -101,10 +101,12 @@ def test_e2_is_never_stored_and_quarter_size_passes_take_taller_bands(ckpt):
     assert [name for name, p in streams.items() if 'conv:e2' in p.reads()] == ['e2 conv2']
     assert 'e3' in plan.stored and plan.low.reads() == ['e3']
     assert model.INPUT in streams['e3 conv1'].reads() and model.INPUT in streams['level2/a conv1'].reads()
-    # Passes computing nothing finer than S/4 take 4x the rows of a band: as many of their own pixels.
-    assert streams['e3 conv1'].band_factor() == 1       # computes e2 at S/2
+    # Passes whose sinks are at S/2 or S/4 take 2x or 4x the rows of a band: as many of their sinks' pixels.
+    assert streams['e3 conv1'].band_factor() == 4       # computes e1 at S and e2 at S/2 too, but stores e3's convs
     for name, stream in streams.items():
-        assert stream.band_factor() == (4 if name.startswith(('e3 conv2', 'e3 output', 'level3/')) else 1), name
+        # (the output pass of level 2 writes level 2's output, at S/2)
+        expected = 4 if name.startswith(('e3 ', 'level3/')) else 2 if name.startswith(('e2 ', 'level2/', 'output')) else 1
+        assert stream.band_factor() == expected, name
     steps = streams['level3/a conv1'].steps(112, 8)
     assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
 
@@ -221,12 +223,13 @@ def test_bands_cover_the_image_and_every_lag():
     deep = stream.op(source, lambda w: w, lookback=3, lookahead=3)     # lags 3 rows at S/2: 12 rows of 2S
     stream.sink(deep, 'y')
     assert deep.lag == 12 and source.carried() == 6
+    assert stream.band_factor() == 2        # its sink is at S/2: bands of twice the rows
     for height, band in [(112, 8), (1472, 128), (16, 512), (48, 40)]:
         steps = stream.steps(height, band)
         assert steps[0][0] == 0 and all(p + n == q for (p, n), (q, _) in zip(steps, steps[1:]))
         end = steps[-1][0] + steps[-1][1]
         assert 2 * height + 12 <= end < 2 * height + 12 + 2 * render.BAND_ALIGN
-        assert all(n % (2 * render.BAND_ALIGN) == 0 and n <= 2 * band for _, n in steps)
+        assert all(n % (2 * render.BAND_ALIGN) == 0 and n <= 2 * band * 2 for _, n in steps)
     assert render.band_height(512, 1984) == 128 and render.band_height(16, 5000) == render.BAND_ALIGN
 
 
@@ -288,3 +291,12 @@ def test_bad_input_shape_is_a_user_error(ckpt):
         for bad in [np.zeros((8, 8, 3)), np.zeros((0, 8, 4)), np.zeros((8, 8))]:
             with pytest.raises(utils.UserError, match='packed RAW'):
                 renderer.render(bad)
+
+
+def test_new_stored_arrays_reuse_spare_ones_of_their_shape():
+    spare = [np.zeros((4, 6, 8), np.float32), np.ones((2, 3, 8), np.float32)]
+    reused = spare[1]
+    assert render._take(spare, (2, 3, 8)) is reused and len(spare) == 1
+    fresh = render._take(spare, (2, 3, 4))
+    assert fresh.shape == (2, 3, 4) and fresh.dtype == np.float32 and len(spare) == 1
+
