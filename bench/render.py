@@ -154,15 +154,15 @@ def tiny_key(config, size):
 
 
 def measure(cfg, results, configs, sizes, models):
-    """Runs what results lacks: the tiny runs once per configuration, then every size."""
+    """Runs the tiny runs once per configuration, then every size. Why the tiny runs too, every time: a
+    photo's time is its run's less its tiny run's, and a tiny run kept from an earlier run of this script
+    was measured with other code, on a machine that may have run at another speed."""
     for config in configs:
         for key, input_size in [('%s@tiny' % config, TINY)] + \
                 [('%s@tiny-one' % config, 'one')] * any(not streams(config, s) for s in sizes):
-            if key not in results:
-                print('%s, %s ...' % (config, 'tiny RAWs' if input_size == TINY else 'one tiny RAW'), end=' ',
-                      flush=True)
-                results[key] = run(cfg, config, input_size, models)
-                print(results[key].get('error') or '%.1f s' % results[key]['wall'], flush=True)
+            print('%s, %s ...' % (config, 'tiny RAWs' if input_size == TINY else 'one tiny RAW'), end=' ', flush=True)
+            results[key] = run(cfg, config, input_size, models)
+            print(results[key].get('error') or '%.1f s' % results[key]['wall'], flush=True)
     for size in sizes:
         for config in configs:
             key = '%s@%dx%d' % ((config,) + size)

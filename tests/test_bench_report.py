@@ -108,3 +108,20 @@ def test_render_bench_subtracts_the_tiny_run_that_matches_the_photo():
     render_bench.per_photo(results, 'default', (224, 224))
     assert results['default@736x992']['per_photo'] == 30.0 and results['default@224x224']['per_photo'] == 3.0
     assert results['default@224x224']['cpu_per_photo'] == 6.0
+
+
+def test_render_bench_measures_the_tiny_runs_again_every_time(monkeypatch, tmp_path):
+    # A tiny run kept from an earlier run of the script was measured with other code: every run measures its own.
+    calls = []
+
+    def fake_run(cfg, config, size, models):
+        calls.append((config, size))
+        return {'wall': 10.0 + len(calls), 'cpu': 1.0, 'peak_gb': 1.0}
+    monkeypatch.setattr(render_bench, 'run', fake_run)
+    monkeypatch.setattr(render_bench, 'save', lambda cfg, results: None)
+    results = {'default@tiny': {'wall': 99.0, 'cpu': 99.0}, 'default@tiny-one': {'wall': 99.0, 'cpu': 99.0}}
+    render_bench.measure({'work_dir': str(tmp_path)}, results, ['default'], [(224, 224), (736, 992)], 'models')
+    assert calls == [('default', render_bench.TINY), ('default', 'one'), ('default', (224, 224)),
+                     ('default', (736, 992))]
+    assert results['default@tiny']['wall'] == 11.0 and results['default@tiny-one']['wall'] == 12.0
+    assert results['default@736x992']['per_photo'] == 14.0 - 11.0
