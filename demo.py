@@ -42,7 +42,7 @@ KEYS = {
                           'VGG-19, 0 with the random-weight stand-in (its features mean nothing)'),
     'he_levels': Key('5,4,3,2,1,0', str, 'levels whose new layers start He-scaled (train_model.py '
                      'init_new_layers=he), comma-separated; none: as published (the initial values drawn at '
-                     'level 5). At level 5 this includes e1, the only way the RAW\'s colours reach level 1'),
+                     'level 5). At level 5 this includes e1, the only way a patch\'s overall colour reaches level 1'),
     'head_iterations': Key(100, int, 'level 0 first trains only the layers it adds (its upsampling and output: '
                            'train_model.py train_layers=new) for this many iterations, then every layer for its '
                            'share of `iterations`; 0: every layer from the start'),

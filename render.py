@@ -645,8 +645,6 @@ class Renderer:
         checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
         if low_memory:
             map_large_allocations()
-        if tile:
-            small_pages_for_arrays()
         if tile and (largest is None or self.streams(*largest)):
             self._plan()        # graph building is paid here, once, not by the first photo
 
@@ -687,6 +685,7 @@ class Renderer:
     def _plan(self):
         """The passes of the current level, built on first use."""
         if self.level not in self.plans:
+            small_pages_for_arrays()    # for the stored arrays the passes write
             with self.graph.as_default():
                 self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
             # TensorFlow builds a pass's executor at its first run (seconds for all passes, whatever the

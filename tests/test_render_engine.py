@@ -105,7 +105,8 @@ def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(c
     assert streams['e3 conv1'].band_factor() == 4       # computes e1 at S and e2 at S/2 too, but stores e3's convs
     for name, stream in streams.items():
         # (the output pass of level 2 writes level 2's output, at S/2)
-        expected = 4 if name.startswith(('e3 ', 'level3/')) else 2 if name.startswith(('e2 ', 'level2/', 'output')) else 1
+        expected = 4 if name.startswith(('e3 ', 'level3/')) else \
+            2 if name.startswith(('e2 ', 'level2/', 'output')) else 1
         assert stream.band_factor() == expected, name
     steps = streams['level3/a conv1'].steps(112, 8)
     assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
@@ -299,4 +300,3 @@ def test_new_stored_arrays_reuse_spare_ones_of_their_shape():
     assert render._take(spare, (2, 3, 8)) is reused and len(spare) == 1
     fresh = render._take(spare, (2, 3, 4))
     assert fresh.shape == (2, 3, 4) and fresh.dtype == np.float32 and len(spare) == 1
-
