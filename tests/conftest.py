@@ -6,7 +6,9 @@ subprocess it starts. Tests of GPU behaviour take the `gpu` fixture, an environm
 subprocess that sees the GPUs the suite was started with; where TensorFlow sees none they are
 skipped, with the reason.
 """
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +41,17 @@ def assert_one_line_error(result, *fragments):
         assert fragment.lower() in lines[0].lower(), lines[0]
 
 
+@contextlib.contextmanager
+def fixture_folder(tmp_path_factory, name):
+    """A new folder for a module-scoped fixture, deleted when the fixture is torn down: what such a
+    fixture writes (190 MB per checkpoint) would otherwise stay until the whole run ends."""
+    folder = tmp_path_factory.mktemp(name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def run():
     return run_script
@@ -50,10 +63,10 @@ def workspace(tmp_path_factory):
     64x64 mosaics) and vgg.mat (a VGG-19 with random weights); one per test module."""
     import tiny_zurich      # these load TensorFlow: only after CUDA_VISIBLE_DEVICES is set above
     import vgg
-    root = tmp_path_factory.mktemp('workspace')
-    tiny_zurich.make_dataset(str(root / 'data'), n_train=6, n_test=3, side=64)
-    vgg.write_random_vgg(str(root / 'vgg.mat'))
-    return root
+    with fixture_folder(tmp_path_factory, 'workspace') as root:
+        tiny_zurich.make_dataset(str(root / 'data'), n_train=6, n_test=3, side=64)
+        vgg.write_random_vgg(str(root / 'vgg.mat'))
+        yield root
 
 
 def train(workspace, *args):

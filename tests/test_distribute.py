@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import utils
-from conftest import REPO
+from conftest import REPO, fixture_folder
 
 # Whichever test first uses `runs` waits for all its processes: a longer limit (pytest-timeout).
 SLOW = pytest.mark.timeout(1800)
@@ -101,7 +101,13 @@ class Runs:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    runs = Runs(str(tmp_path_factory.mktemp('scale')))
+    with fixture_folder(tmp_path_factory, 'scale') as folder:
+        yield from started_runs(str(folder))
+
+
+def started_runs(folder):
+    """Starts every run in `folder`; yields them once started, stops them afterwards."""
+    runs = Runs(folder)
     # The same 3 SGD steps on the same global batches of 4: one device, 2 mirrored replicas,
     # 2 workers (each feeding its half of every batch). SGD, unlike Adam, is not invariant to
     # the gradient's scale, so a wrong loss scaling would show.

@@ -10,7 +10,7 @@ import export_model
 import image_io
 import model
 import utils
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, fixture_folder, run_script
 
 SIZE = 32           # packed input size: small, so that each conversion stays quick
 ITERATION = 3
@@ -48,14 +48,14 @@ def hidden_leftovers(folder):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     """A models folder with one checkpoint, a tiny RAW dataset, an input and the graph's output for it."""
-    root = tmp_path_factory.mktemp('export')
-    models_dir = str(root / 'models')
-    x = np.random.default_rng(1).random((1, SIZE, SIZE, 4)).astype(np.float32)
-    expected = make_checkpoint(models_dir, x)
-    # 24x24 patches are smaller than the 32x32 export: calibration inputs are tiled from several patches.
-    make_raw_patches(str(root / 'raw_images' / 'train' / 'huawei_raw'), 3, 48)
-    return {'root': root, 'models_dir': models_dir, 'x': x, 'expected': expected,
-            'dataset_dir': str(root / 'raw_images')}
+    with fixture_folder(tmp_path_factory, 'export') as root:
+        models_dir = str(root / 'models')
+        x = np.random.default_rng(1).random((1, SIZE, SIZE, 4)).astype(np.float32)
+        expected = make_checkpoint(models_dir, x)
+        # 24x24 patches are smaller than the 32x32 export: calibration inputs are tiled from several patches.
+        make_raw_patches(str(root / 'raw_images' / 'train' / 'huawei_raw'), 3, 48)
+        yield {'root': root, 'models_dir': models_dir, 'x': x, 'expected': expected,
+               'dataset_dir': str(root / 'raw_images')}
 
 
 def config(setup, **overrides):

@@ -11,12 +11,18 @@ import tensorflow.compat.v1 as tf
 import checkpoints
 import synthetic_pairs
 import vgg
-from conftest import assert_one_line_error, run_script
+from conftest import assert_one_line_error, fixture_folder, run_script
 
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp('fine_tune')
+    with fixture_folder(tmp_path_factory, 'fine_tune') as root:
+        prepare(root)
+        yield root
+
+
+def prepare(root):
+    """Aligned pairs made into a dataset in `root`/data, a random VGG and a starting checkpoint."""
     synthetic_pairs.write_pairs(str(root / 'pairs'), 3, (512, 768), seed=1)
     result = run_script('make_camera_dataset.py', 'raw_dir=pairs/raw', 'photo_dir=pairs/photos',
                         'output_dir=data', 'patch_size=64', 'test_fraction=0.3', cwd=str(root))
@@ -32,7 +38,6 @@ def workspace(tmp_path_factory):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             checkpoints.save_variables(sess, tf.train.Saver(variables), str(root / 'start' / 'pynet.ckpt'))
-    return root
 
 
 def train(root, *args):

@@ -13,7 +13,7 @@ import pytest
 
 import vgg
 import tiny_zurich
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, fixture_folder, run_script
 from test_train_scale import LEARNING_RATE, assert_same_step, logged, weights
 
 
@@ -28,10 +28,10 @@ def test_the_suite_itself_sees_no_gpu():
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory, gpu):
-    root = tmp_path_factory.mktemp('gpu')
-    tiny_zurich.make_dataset(str(root / 'data'), n_train=4, n_test=1, side=64)
-    vgg.write_random_vgg(str(root / 'vgg.mat'))
-    return root
+    with fixture_folder(tmp_path_factory, 'gpu') as root:
+        tiny_zurich.make_dataset(str(root / 'data'), n_train=4, n_test=1, side=64)
+        vgg.write_random_vgg(str(root / 'vgg.mat'))
+        yield root
 
 
 def train(workspace, env, name, *args):

@@ -12,7 +12,7 @@ import checkpoints
 import model
 import render
 import utils
-from conftest import REPO
+from conftest import REPO, fixture_folder
 
 
 
@@ -55,8 +55,8 @@ def save_checkpoint(path, seed=0, kernel_gain=0.0, output_gain=10.0, instance_no
 
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('render_ckpt')
-    return {'varied': save_checkpoint(str(folder / 'varied.ckpt'), seed=1, kernel_gain=0.8)}
+    with fixture_folder(tmp_path_factory, 'render_ckpt') as folder:
+        yield {'varied': save_checkpoint(str(folder / 'varied.ckpt'), seed=1, kernel_gain=0.8)}
 
 
 def packed_image(h, w, seed=0):

@@ -19,7 +19,7 @@ import checkpoints
 import summaries
 import tiny_zurich
 import vgg
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, fixture_folder, run_script
 from test_distribute import read_event_tags, run_workers
 
 # Whichever test first uses `runs` waits for all its processes: a longer limit (pytest-timeout).
@@ -31,7 +31,12 @@ LINE = re.compile(r'^level 5, iteration 1: train loss (\S+) \| test loss (\S+), 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('train_scale')
+    with fixture_folder(tmp_path_factory, 'train_scale') as tmp:
+        yield finished_runs(tmp)
+
+
+def finished_runs(tmp):
+    """Starts the runs side by side in `tmp`, waits for them; their results by name."""
     data, vgg_path = str(tmp / 'data'), str(tmp / 'vgg.mat')
     tiny_zurich.make_dataset(data, n_train=4, n_test=1, side=64)
     vgg.write_random_vgg(vgg_path)
