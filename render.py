@@ -20,11 +20,14 @@ band, not the image, and every convolution computed once except e2's:
     packed input alone, is never stored: once its statistics are known, the passes that read it
     (e3's first and four of level 2's) compute it again from the input (0.19 GB less at 12 MP for
     1.8% more arithmetic: e1 and e2 are 0.36% of the network).
-  - Passes that store maps at S/2 (e2, level 2) or S/4 (e3, level 3) take bands 2x or 4x as tall
-    (_Stream.band_factor): as many of their stored pixels per band as a pass at S, so that their
-    convolutions are not cut into many small runs.
+  - Passes that store maps at S/4 (e3, level 3) take bands 4x as tall, and in bfloat16 those at S/2
+    (e2, level 2) 2x (_Stream.band_factor): as many of their stored pixels per band as a pass at S,
+    so that their convolutions are not cut into many small runs.
   - A pass writes a new stored array into one that an earlier pass is done with, where one has its
     shape (_take): the first writes to a new array fault its pages in, which costs seconds at 12 MP.
+  - With precision=bfloat16, stored maps are kept in bfloat16, the precision they are computed in
+    (Renderer.stored_dtype): half the memory, and half the copying into and out of every band. The
+    packed input and the output image stay float32.
   - Layers at S/8 and below (e4, levels 5 and 4) are small: they run in one piece on the stored e3
     (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
@@ -191,11 +194,13 @@ class _Stream:
     of one band, which run() feeds band after band.
     """
 
-    def __init__(self, name):
+    def __init__(self, name, stored_dtype=tf.float32):
         self.name = name
+        self.stored_dtype = stored_dtype    # of the arrays it reads and writes (the packed input is float32)
         self.features = []          # in the order declared: inputs before their consumers
         self.sources = {}           # stored array read -> _Feature
         self.sinks = []             # (_Feature, stored array written, statistics key or None)
+        self.sink_dtypes = []       # the dtype each sink's array is stored in
         self.norms = []             # (mean placeholder, variance placeholder, statistics key)
         self.memo = {}              # LAYOUT name -> _Feature (for _Plan.feature)
         self.rename = None          # (array, new name) once the pass is done
@@ -230,9 +235,11 @@ class _Stream:
     def sum(self, a, b):
         return self._add(_Feature([a, b], a.scale, a.channels, lambda windows: windows[0] + windows[1]))
 
-    def sink(self, feature, array, statistics=None):
-        """Stores the feature's rows into `array`; with a key, its per-channel whole-image moments too."""
+    def sink(self, feature, array, statistics=None, dtype=None):
+        """Stores the feature's rows into `array` (in the stream's stored dtype unless `dtype` is given); with a
+        key, its per-channel whole-image moments too."""
         self.sinks.append((feature, array, statistics))
+        self.sink_dtypes.append(dtype or self.stored_dtype)
 
     def statistics(self, key, channels):
         """Placeholders of whole-image (mean, variance) that an earlier pass computed under `key`."""
@@ -249,9 +256,12 @@ class _Stream:
         self.band = tf.placeholder(tf.int32, [])            # the band's height, in 2S rows
         self.carries = []                                   # (_Feature, rows, placeholder, next value)
         windows = {}
+        self.source_rows = {}                               # source _Feature -> its placeholder
         for f in self.features:
             if f.make is None:
-                f.rows = tf.placeholder(tf.float32, [1, None, None, f.channels])
+                dtype = tf.float32 if f is self.sources.get(model.INPUT) else self.stored_dtype
+                self.source_rows[f] = tf.placeholder(dtype, [1, None, None, f.channels])
+                f.rows = tf.cast(self.source_rows[f], tf.float32)
             elif f.trim:
                 f.rows = self._inside_only(f, self._read(f, f.inputs[0], windows[f.inputs[0]]))
             else:
@@ -262,6 +272,7 @@ class _Stream:
         self.valid = [(tf.placeholder(tf.int32, []), tf.placeholder(tf.int32, [])) for _ in self.sinks]
         self.moments = [tf.nn.moments(f.rows[:, first:first + count], [0, 1, 2]) if key else None
                         for (f, _, key), (first, count) in zip(self.sinks, self.valid)]
+        self.stored_rows = [tf.cast(f.rows, dtype) for (f, _, _), dtype in zip(self.sinks, self.sink_dtypes)]
 
     def _zero_outside(self, f):
         """f's rows with those outside the image set to zero (a multiply only in bands that cross an edge)."""
@@ -311,11 +322,14 @@ class _Stream:
     # -- running
 
     def band_factor(self):
-        """How many times taller than `band` packed rows this pass's bands are: a pass whose sinks are at S/2
-        or S/4 (e2, e3, levels 2 and 3) takes as many of its sinks' pixels per band as one at S does (the
-        few rows at S it may compute, e1 for e2, are cheap). At S/2, that took bfloat16 from 118.0 to 115.6 s
-        at 12 MP (AMD EPYC, 2026-12-06)."""
+        """How many times taller than `band` packed rows this pass's bands are. A pass whose sinks are at S/4 (e3,
+        level 3) takes as many of its sinks' pixels per band as one at S does, 4x the rows (the few rows at S
+        or S/2 it may compute are cheap). At S/2 (e2, level 2), 2x the rows in bfloat16 only: there it took a
+        12 MP photo from 118.0 to 115.6 s, while in float32 the level-2 passes took as long either way and the
+        taller bands added 0.09 GB to the default's peak, 2.94 GB against 2.85 (AMD EPYC, 2026-12-06)."""
         finest = min(f.scale for f, _, _ in self.sinks)
+        if finest == 1 and self.stored_dtype != tf.bfloat16:
+            return 1
         return 2 ** finest if finest >= 1 else 1
 
     def steps(self, height, band):
@@ -329,9 +343,10 @@ class _Stream:
         reads and writes the arrays of `store`, adds the sinks' whole-image moments to `statistics`.
         A new stored array is one of `spare` (arrays earlier passes are done with) where one has its shape;
         the rest of `spare` is then let go."""
-        for f, array, _ in self.sinks:
+        for (f, array, _), dtype in zip(self.sinks, self.sink_dtypes):
             if array not in store:
-                store[array] = _take(spare, (2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels))
+                store[array] = _take(spare, (2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels),
+                                     dtype.as_numpy_dtype)
         spare.clear()
         carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
                    for f, rows, _, _ in self.carries]
@@ -344,7 +359,7 @@ class _Stream:
             feed.update(self._band_feed(store, position, rows, carried, spans))
             # The same fetches in every band (moments of no rows are NaN, and dropped here): one
             # executor per pass, which the Renderer builds before the first photo.
-            out = sess.run({'rows': [f.rows for f, _, _ in self.sinks], 'carried': [c[3] for c in self.carries],
+            out = sess.run({'rows': self.stored_rows, 'carried': [c[3] for c in self.carries],
                             'moments': {i: m for i, m in enumerate(self.moments) if m is not None}}, feed)
             carried = out['carried']
             for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
@@ -369,21 +384,22 @@ class _Stream:
         """The feed of one band: its place, the sources' new rows, the carried rows, the sinks' rows in the image."""
         feed = {self.position: position, self.band: rows}
         for array, f in self.sources.items():
-            feed[f.rows] = _rows(store[array], position // unit(f.scale), (position + rows) // unit(f.scale))
+            first, end = position // unit(f.scale), (position + rows) // unit(f.scale)
+            feed[self.source_rows[f]] = _rows(store[array], first, end)
         feed.update((placeholder, value) for (_, _, placeholder, _), value in zip(self.carries, carried))
         for (first, count), (top, lo, hi) in zip(self.valid, spans):
             feed[first], feed[count] = lo - top, hi - lo
         return feed
 
 
-def _take(spare, shape):
-    """A float32 array of `shape`: one of `spare` if one has it, else a new one. Why: the first writes to a new
+def _take(spare, shape, dtype=np.float32):
+    """An array of `shape` and `dtype`: one of `spare` if one has them, else a new one. Why: the first writes to a new
     array fault its pages in, one by one: 1.5-2.2 s of 49 s of bfloat16 passes up to level 2 at 12 MP (AMD
     EPYC, 2026-12-06; see small_pages_for_arrays), against 0.3 s for writing as many rows in place."""
     for i, array in enumerate(spare):
-        if array.shape == shape:
+        if array.shape == shape and array.dtype == dtype:
             return spare.pop(i)
-    return np.empty(shape, np.float32)
+    return np.empty(shape, dtype)
 
 
 def _row_slice(x, start, stop):
@@ -402,15 +418,17 @@ def _rows(array, start, stop):
 class _LowPass:
     """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
 
-    def __init__(self, weights, layers, needed, target, norms):
+    def __init__(self, weights, layers, needed, target, norms, stored_dtype=tf.float32):
         names = {l.name for l in layers}
         channels = model.channels()
         self.inputs = sorted({i for l in layers for i in model.layer_inputs(l) if i not in names})
         read_above = {i for l in needed if l.name not in names for i in model.layer_inputs(l)}
         self.targets = sorted(names & (read_above | {target}))
-        self.placeholders = {n: tf.placeholder(tf.float32, [1, None, None, channels[n]]) for n in self.inputs}
-        maps = model.build(weights, self.placeholders, self.targets, norms)
-        self.outputs = [maps[n] for n in self.targets]
+        self.placeholders = {n: tf.placeholder(stored_dtype, [1, None, None, channels[n]]) for n in self.inputs}
+        maps = model.build(weights, {n: tf.cast(p, tf.float32) for n, p in self.placeholders.items()},
+                           self.targets, norms)
+        # Stored like the streams' arrays, but for the level's output (a float32 image).
+        self.outputs = [tf.cast(maps[n], tf.float32 if n == target else stored_dtype) for n in self.targets]
 
     def reads(self):
         return self.inputs
@@ -428,13 +446,13 @@ class _LowPass:
 class _Plan:
     """The passes that render one level, in order, with the arrays they keep."""
 
-    def __init__(self, weights, level, norms):
-        self.weights, self.norms = weights, norms
+    def __init__(self, weights, level, norms, stored_dtype=tf.float32):
+        self.weights, self.norms, self.stored_dtype = weights, norms, stored_dtype
         self.scales, self.channels = model.scales(), model.channels()
         self.target = model.OUTPUTS[level]
         needed = model.needed_layers([self.target])
         low = [l for l in needed if self.scales[l.name] >= LOW_SCALE]
-        self.low = _LowPass(weights, low, needed, self.target, norms) if low else None
+        self.low = _LowPass(weights, low, needed, self.target, norms, stored_dtype) if low else None
         self.stored = set()         # maps kept whole: normalised blocks' outputs (before `append`), low maps
         self.recomputed = set()     # normalised blocks computed again from the input by the passes that read them
         self.low_reads = set(self.low.reads()) if self.low else set()
@@ -445,8 +463,8 @@ class _Plan:
         if self.scales[self.target] >= LOW_SCALE:
             self._need_low()
         else:
-            output = _Stream('output')
-            output.sink(self.feature(output, self.target), self.target)
+            output = _Stream('output', stored_dtype)
+            output.sink(self.feature(output, self.target), self.target, dtype=tf.float32)
             self.passes.append(output)
         for p in self.passes:
             if isinstance(p, _Stream):
@@ -465,11 +483,11 @@ class _Plan:
         y, scale = 'conv:' + layer.name, self.scales[layer.name]
         width = layer.filters * len(model.branch_sizes(layer))
 
-        first = _Stream(layer.name + ' conv1')
+        first = _Stream(layer.name + ' conv1', self.stored_dtype)
         x = first.cat([self.feature(first, name) for name in layer.inputs])
         first.sink(self._first_convs(first, layer, x), y, (y, 1))
 
-        second = _Stream(layer.name + ' conv2')
+        second = _Stream(layer.name + ' conv2', self.stored_dtype)
         # In place: rows are written after they are read.
         second.sink(self._second_convs(second, layer, second.source(y, scale, width)), y, (y, 2))
         if self._from_input(layer):
@@ -477,7 +495,7 @@ class _Plan:
             if layer.name not in self.low_reads:
                 return [first, second]
 
-        third = _Stream(layer.name + ' output')
+        third = _Stream(layer.name + ' output', self.stored_dtype)
         third.sink(self._block_output(third, layer, third.source(y, scale, width)), y)
         third.rename = (y, layer.name)
         if layer.name not in self.recomputed:
@@ -633,6 +651,9 @@ class Renderer:
         if use_gpu and not devices.gpu_available():
             use_gpu = False     # run on the CPU, as TensorFlow would do anyway
         self.level, self.precision, self.tile = level, precision, tile
+        # The maps that streamed passes store between them, in the precision they are computed in: in bfloat16,
+        # half the memory and half the copying in and out of each band.
+        self.stored_dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
         self.norms = {'instance_norm': True, 'instance_norm_level_1': instance_norm_level_1}
         self.plans = {}             # level -> _Plan, built when first needed
         self.outputs = None         # the one-piece graph, built when first needed
@@ -687,7 +708,7 @@ class Renderer:
         if self.level not in self.plans:
             small_pages_for_arrays()    # for the stored arrays the passes write
             with self.graph.as_default():
-                self.plans[self.level] = _Plan(self.weights, self.level, self.norms)
+                self.plans[self.level] = _Plan(self.weights, self.level, self.norms, self.stored_dtype)
             # TensorFlow builds a pass's executor at its first run (seconds for all passes, whatever the
             # image): a small blank image, in as few bands as its lags allow, pays that here, once, not
             # the first photo.

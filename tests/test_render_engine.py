@@ -93,6 +93,8 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
 def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(ckpt):
     with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
+        with renderer.graph.as_default():
+            bfloat16_plan = render._Plan(renderer.weights, 2, renderer.norms, tf.bfloat16)
     # e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.56 GB at 12 MP);
     # e3 (S/4), which reads a normalised block, is stored.
     assert 'e2' in plan.recomputed and 'e2' not in plan.stored
@@ -101,13 +103,16 @@ def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(c
     assert [name for name, p in streams.items() if 'conv:e2' in p.reads()] == ['e2 conv2']
     assert 'e3' in plan.stored and plan.low.reads() == ['e3']
     assert model.INPUT in streams['e3 conv1'].reads() and model.INPUT in streams['level2/a conv1'].reads()
-    # Passes whose sinks are at S/2 or S/4 take 2x or 4x the rows of a band: as many of their sinks' pixels.
+    # Passes whose sinks are at S/4 take 4x the rows of a band (as many of their sinks' pixels); those at S/2
+    # 2x in bfloat16, 1x in float32.
     assert streams['e3 conv1'].band_factor() == 4       # computes e1 at S and e2 at S/2 too, but stores e3's convs
+    bfloat16_streams = {p.name: p for p in bfloat16_plan.passes if isinstance(p, render._Stream)}
+    assert list(bfloat16_streams) == list(streams)
     for name, stream in streams.items():
         # (the output pass of level 2 writes level 2's output, at S/2)
-        expected = 4 if name.startswith(('e3 ', 'level3/')) else \
-            2 if name.startswith(('e2 ', 'level2/', 'output')) else 1
-        assert stream.band_factor() == expected, name
+        quarter, half = name.startswith(('e3 ', 'level3/')), name.startswith(('e2 ', 'level2/', 'output'))
+        assert stream.band_factor() == (4 if quarter else 1), name
+        assert bfloat16_streams[name].band_factor() == (4 if quarter else 2 if half else 1), name
     steps = streams['level3/a conv1'].steps(112, 8)
     assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
 
@@ -219,12 +224,12 @@ def test_combine_moments_of_unequal_parts():
 
 
 def test_bands_cover_the_image_and_every_lag():
-    stream = render._Stream('test')
+    stream = render._Stream('test', tf.bfloat16)
     source = stream.source('x', 1, 8)
     deep = stream.op(source, lambda w: w, lookback=3, lookahead=3)     # lags 3 rows at S/2: 12 rows of 2S
     stream.sink(deep, 'y')
     assert deep.lag == 12 and source.carried() == 6
-    assert stream.band_factor() == 2        # its sink is at S/2: bands of twice the rows
+    assert stream.band_factor() == 2        # its sink is at S/2, in bfloat16: bands of twice the rows
     for height, band in [(112, 8), (1472, 128), (16, 512), (48, 40)]:
         steps = stream.steps(height, band)
         assert steps[0][0] == 0 and all(p + n == q for (p, n), (q, _) in zip(steps, steps[1:]))
@@ -260,6 +265,31 @@ def test_bfloat16_renders_close_to_float32_where_supported(ckpt):
     assert a.shape == b.shape
     # Rounded, not broken: bfloat16 keeps 8 bits of mantissa (its accuracy on trained weights is in BENCHMARKS.md).
     assert 0 < np.abs(a - b).mean() < 0.05 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+
+
+def test_streamed_passes_store_their_maps_in_bfloat16_for_bfloat16(ckpt, monkeypatch):
+    # On any CPU: the stored dtype is set directly (precision=bfloat16 falls back to float32 where the CPU has no
+    # native bfloat16), so the passes compute in float32 and only the maps stored between them are rounded.
+    taken = []
+
+    def take(spare, shape, dtype=np.float32, take=render._take):
+        taken.append((shape[-1], np.dtype(dtype)))
+        return take(spare, shape, dtype)
+    monkeypatch.setattr(render, '_take', take)
+    x = packed_image(40, 64)
+    with render.Renderer(ckpt['varied'], use_gpu=False, tile=16, largest=(1, 1)) as renderer:
+        exact = renderer.render(x, progress=False)
+        assert {dtype for _, dtype in taken} == {np.dtype(np.float32)}
+        renderer.plans.clear()
+        taken.clear()
+        renderer.stored_dtype = tf.bfloat16
+        rounded = renderer.render(x, progress=False)
+    # Every stored map in bfloat16 but the output image (3 channels), which is float32 as always.
+    assert taken and all(dtype == (np.float32 if channels == 3 else tf.bfloat16.as_numpy_dtype)
+                         for channels, dtype in taken), taken
+    assert rounded.dtype == np.float32 and rounded.shape == exact.shape
+    # Rounded maps (8 bits of mantissa), not broken ones: close to float32's, but not equal.
+    assert 0 < np.abs(rounded - exact).mean() < 0.02 and np.corrcoef(rounded.ravel(), exact.ravel())[0, 1] > 0.99
 
 
 def test_bfloat16_advice_only_where_the_cpu_has_it(monkeypatch):
@@ -300,3 +330,6 @@ def test_new_stored_arrays_reuse_spare_ones_of_their_shape():
     assert render._take(spare, (2, 3, 8)) is reused and len(spare) == 1
     fresh = render._take(spare, (2, 3, 4))
     assert fresh.shape == (2, 3, 4) and fresh.dtype == np.float32 and len(spare) == 1
+    bfloat16 = tf.bfloat16.as_numpy_dtype
+    fresh = render._take(spare, (4, 6, 8), bfloat16)        # a float32 array of that shape is not reused
+    assert fresh.shape == (4, 6, 8) and fresh.dtype == bfloat16 and len(spare) == 1
