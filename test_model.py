@@ -33,7 +33,7 @@ KEYS = {
     'precision': Key('float32', str, 'float32, or bfloat16 (faster on CPUs with AMX/AVX512-BF16)',
                      choices=utils.RENDER_PRECISIONS),
     'low_memory': Key(False, bool, 'return each pass\'s memory to the system: a 12 MP photo in bands in '
-                      'about 2.7 GB instead of 3.0 GB, taking about 1.3x the time (measured: BENCHMARKS.md)'),
+                      'about 2.6 GB instead of 2.9 GB, taking about 1.3x the time (measured: BENCHMARKS.md)'),
     'instance_norm_level_1': Key(False, bool, 'the model was trained with instance norm on level 1'),
     'black_level': Key(image_io.ZURICH_BLACK_LEVEL, int, 'black level of the training sensor; camera files '
                        'are mapped onto it'),
