@@ -86,27 +86,45 @@ def find_checkpoint(models_dir, level, restore_iter=None, orig=False):
 # ----------------------------------------------------------------------------------------
 # saving and restoring variables
 
-def restore_variables(sess, variables, path):
-    """Restores `variables` from the checkpoint at `path`, checking names and shapes first."""
+def check_variables(path, shapes):
+    """UserError unless the checkpoint at `path` holds every variable of `shapes` (name -> shape) with that shape."""
     try:
         stored = dict(tf.train.list_variables(path))
     except Exception as error:  # corrupt or unreadable files
         raise UserError('cannot read checkpoint %s (%s): it is damaged or not a TensorFlow checkpoint'
                         % (path, str(error).splitlines()[0][:120]))
-    for var in variables:
-        name = var.op.name
+    for name, shape in shapes.items():
         if name not in stored:
             raise UserError('checkpoint %s has no variable %s: it was not saved from this PyNET graph'
                             % (path, name))
-        if list(stored[name]) != var.shape.as_list():
+        if list(stored[name]) != list(shape):
             raise UserError('checkpoint %s: %s has shape %s, the graph needs %s: it is from another model'
-                            % (path, name, list(stored[name]), var.shape.as_list()))
+                            % (path, name, list(stored[name]), list(shape)))
+
+
+def restore_variables(sess, variables, path):
+    """Restores `variables` from the checkpoint at `path`, checking names and shapes first."""
+    check_variables(path, {var.op.name: var.shape.as_list() for var in variables})
     try:
         with sess.graph.as_default():    # a Saver must be built in its variables' graph
             tf.train.Saver(var_list=variables).restore(sess, path)
     except tf.errors.OpError as error:   # e.g. a truncated .data file
-        raise UserError('cannot restore checkpoint %s (%s): it is damaged; save or download it again'
-                        % (path, error.message.splitlines()[0][:120]))
+        raise _damaged(path, error.message)
+
+
+def read_variables(path, shapes):
+    """name -> numpy value of the variables of `shapes` (name -> shape) in the checkpoint at `path`, checked first."""
+    check_variables(path, shapes)
+    try:
+        reader = tf.train.load_checkpoint(path)
+        return {name: reader.get_tensor(name) for name in shapes}
+    except Exception as error:  # the reader turns its errors into IndexError, ValueError...: e.g. truncated data
+        raise _damaged(path, str(error))
+
+
+def _damaged(path, message):
+    return UserError('cannot restore checkpoint %s (%s): it is damaged; save or download it again'
+                     % (path, message.splitlines()[0][:120]))
 
 
 def save_variables(sess, saver, path):

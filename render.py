@@ -33,12 +33,15 @@ band, not the image, and every convolution computed once except e2's:
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
     instance_norm_level_1=False) needs no whole-image statistics: it is computed inside the pass
     that reads it, band after band, never stored.
-A pass is a _Stream: a graph that takes the next band of rows of its stored inputs and, for every
-feature map, carries over from the previous band the rows its consumers still need (a
-convolution's halo, or the delay that lines up the inputs of a concatenation). Each feature map
-lags behind the band by the rows its convolutions look ahead, and rows outside the image are
-zeroed, which is what SAME padding does; so every band equals the same rows of the one-piece
-graph, up to float rounding.
+A pass is a _Stream: a graph (its own, with its own session: _Pass) that takes the next band of
+rows of its stored inputs and, for every feature map, carries over from the previous band the rows
+its consumers still need (a convolution's halo, or the delay that lines up the inputs of a
+concatenation). Each feature map lags behind the band by the rows its convolutions look ahead, and
+rows outside the image are zeroed, which is what SAME padding does; so every band equals the same
+rows of the one-piece graph, up to float rounding.
+
+The weights are read from the checkpoint once, as numpy arrays, and fed to every graph that reads them
+(_FedWeights): one copy serves the one-piece graph and all the passes.
 """
 
 import ctypes
@@ -187,7 +190,28 @@ class _Feature:
         return self.make is not None and not self.trim and any(c.lookback or c.lookahead for c in self.consumers)
 
 
-class _Stream:
+class _Pass:
+    """A pass over the image, with a graph and a session of its own. Why its own: TensorFlow prunes a session's
+    whole graph each time it builds an executor for a new set of fetches, and one graph holding every pass
+    (16,000 operations at level 0) made that 0.22 s per pass, 10 of the 15 s that a render's first photo
+    spent building them (AMD EPYC, 2026-12-06)."""
+
+    def __init__(self):
+        self.tf_graph = tf.Graph()
+        self.sess = None
+        self.weight_feed = {}
+
+    def open(self, weights, config):
+        """A session on the pass's graph, fed `weights` (a _FedWeights) at every run."""
+        self.sess = tf.Session(graph=self.tf_graph, config=config)
+        self.weight_feed = weights.feed(self.tf_graph)
+
+    def close(self):
+        if self.sess is not None:
+            self.sess.close()
+
+
+class _Stream(_Pass):
     """One pass over the image in bands of rows, from stored arrays into stored arrays.
 
     Its feature maps are declared first (source, op, cat, sum, sink), then graph() adds the graph
@@ -195,6 +219,7 @@ class _Stream:
     """
 
     def __init__(self, name, stored_dtype=tf.float32):
+        super().__init__()
         self.name = name
         self.stored_dtype = stored_dtype    # of the arrays it reads and writes (the packed input is float32)
         self.features = []          # in the order declared: inputs before their consumers
@@ -242,15 +267,20 @@ class _Stream:
         self.sink_dtypes.append(dtype or self.stored_dtype)
 
     def statistics(self, key, channels):
-        """Placeholders of whole-image (mean, variance) that an earlier pass computed under `key`."""
-        mean, variance = tf.placeholder(tf.float32, [channels]), tf.placeholder(tf.float32, [channels])
+        """Placeholders of whole-image (mean, variance) that an earlier pass computed under `key` (in graph())."""
+        with tf.init_scope():       # outside any tf.cond (see _FedWeights.get)
+            mean, variance = tf.placeholder(tf.float32, [channels]), tf.placeholder(tf.float32, [channels])
         self.norms.append((mean, variance, key))
         return mean, variance
 
     # -- the graph of one band
 
     def graph(self):
-        """Adds the graph of one band to the default graph."""
+        """Builds the graph of one band, in the stream's own graph."""
+        with self.tf_graph.as_default():
+            self._build()
+
+    def _build(self):
         self.position = tf.placeholder(tf.int32, [])        # the band's first row, in 2S rows
         self.height = tf.placeholder(tf.int32, [])          # the image's height, in 2S rows
         self.band = tf.placeholder(tf.int32, [])            # the band's height, in 2S rows
@@ -275,31 +305,28 @@ class _Stream:
         self.stored_rows = [tf.cast(f.rows, dtype) for (f, _, _), dtype in zip(self.sinks, self.sink_dtypes)]
 
     def _zero_outside(self, f):
-        """f's rows with those outside the image set to zero (a multiply only in bands that cross an edge)."""
-        first = (self.position - f.lag) // unit(f.scale)
-        rows = first + tf.range(tf.shape(f.rows)[1])
-        inside = (rows >= 0) & (rows < self.height // unit(f.scale))
-        return tf.cond(tf.reduce_all(inside), lambda: f.rows,
-                       lambda: f.rows * tf.cast(inside, tf.float32)[None, :, None, None])
+        """f's rows with those outside the image set to zero (a copy only in bands that cross an edge)."""
+        count = tf.shape(f.rows)[1]
+        above, below = self._outside(f, count)
+        return _zero_pad_rows(f.rows[:, above:count - below], above, below)
 
     def _inside_only(self, f, window):
         """f's rows made from its window only inside the image, zeros outside (what SAME padding reads there):
         at the first and last bands, a convolution skips the rows that lie outside."""
-        first, count = (self.position - f.lag) // unit(f.scale), self.band // unit(f.scale)
-        above = tf.clip_by_value(-first, 0, count)
-        below = tf.clip_by_value(first + count - self.height // unit(f.scale), 0, count - above)
+        count = self.band // unit(f.scale)
+        above, below = self._outside(f, count)
         inside = count - above - below
+        # At least one row: TensorFlow's oneDNN kernels (on by default on CPUs with AVX-512) return a wrong
+        # shape for a convolution with no output rows instead of an empty tensor.
+        start = tf.minimum(above, count - 1)
+        made = f.make([_row_slice(window, start, start + tf.maximum(inside, 1) + f.lookback + f.lookahead)])
+        return _zero_pad_rows(made[:, :inside], above, below)
 
-        def part():
-            rows = _row_slice(window, above, above + inside + f.lookback + f.lookahead)
-            return tf.pad(f.make([rows]), [[0, 0], [above, below], [0, 0], [0, 0]])
-
-        def nothing():
-            # Not a convolution with no output rows: TensorFlow's oneDNN kernels (on by default on CPUs with
-            # AVX-512) return a wrong shape for it instead of an empty tensor.
-            return tf.zeros([1, count, tf.shape(window)[2], f.channels])
-        return tf.cond(tf.equal(above + below, 0), lambda: f.make([window]),
-                       lambda: tf.cond(inside > 0, part, nothing))
+    def _outside(self, f, count):
+        """(above, below): how many of the `count` rows of f's band lie above and below the image."""
+        first = (self.position - f.lag) // unit(f.scale)
+        above = tf.clip_by_value(-first, 0, count)
+        return above, tf.clip_by_value(first + count - self.height // unit(f.scale), 0, count - above)
 
     def _window(self, f):
         """The rows of f that its consumers read: those carried over from earlier bands, then this band's."""
@@ -338,7 +365,7 @@ class _Stream:
         band, align = 2 * band * self.band_factor(), 2 * BAND_ALIGN
         return [(p, min(band, -(-(total - p) // align) * align)) for p in range(0, total, band)]
 
-    def run(self, sess, store, statistics, height, width, band, bar, spare):
+    def run(self, store, statistics, height, width, band, bar, spare):
         """The pass over a padded image of height x width packed pixels, `band` packed rows at a time:
         reads and writes the arrays of `store`, adds the sinks' whole-image moments to `statistics`.
         A new stored array is one of `spare` (arrays earlier passes are done with) where one has its shape;
@@ -350,7 +377,8 @@ class _Stream:
         spare.clear()
         carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
                    for f, rows, _, _ in self.carries]
-        feed = {self.height: 2 * height}
+        feed = dict(self.weight_feed)
+        feed[self.height] = 2 * height
         for mean, variance, key in self.norms:
             feed[mean], feed[variance] = statistics[key]
         parts = [[] for _ in self.sinks]            # (pixels, mean, variance) of each band, per sink
@@ -359,7 +387,7 @@ class _Stream:
             feed.update(self._band_feed(store, position, rows, carried, spans))
             # The same fetches in every band (moments of no rows are NaN, and dropped here): one
             # executor per pass, which the Renderer builds before the first photo.
-            out = sess.run({'rows': self.stored_rows, 'carried': [c[3] for c in self.carries],
+            out = self.sess.run({'rows': self.stored_rows, 'carried': [c[3] for c in self.carries],
                             'moments': {i: m for i, m in enumerate(self.moments) if m is not None}}, feed)
             carried = out['carried']
             for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
@@ -407,6 +435,15 @@ def _row_slice(x, start, stop):
     return tf.expand_dims(tf.squeeze(x, 0)[start:stop], 0)
 
 
+def _zero_pad_rows(x, above, below):
+    """x with `above` rows of zeros before its rows and `below` after. Not a tf.cond: TensorFlow's Pad and
+    StridedSlice hand their input on uncopied when they pad or cut nothing, as in every band inside the image,
+    and the conditionals they replaced made level 0's passes slow to build and to prepare (with them and a
+    graph shared by all passes: 5.6 s and 15.6 s; without and with a graph per pass: 3.5 s and 2.5 s; AMD
+    EPYC, 2026-12-06)."""
+    return tf.pad(x, [[0, 0], [above, below], [0, 0], [0, 0]])
+
+
 def _rows(array, start, stop):
     """array[start:stop] as a batch of one, with zero rows past its end."""
     data = array[start:stop]
@@ -415,10 +452,15 @@ def _rows(array, start, stop):
     return data[None]
 
 
-class _LowPass:
+class _LowPass(_Pass):
     """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
 
     def __init__(self, weights, layers, needed, target, norms, stored_dtype=tf.float32):
+        super().__init__()
+        with self.tf_graph.as_default():
+            self._build(weights, layers, needed, target, norms, stored_dtype)
+
+    def _build(self, weights, layers, needed, target, norms, stored_dtype):
         names = {l.name for l in layers}
         channels = model.channels()
         self.inputs = sorted({i for l in layers for i in model.layer_inputs(l) if i not in names})
@@ -433,8 +475,10 @@ class _LowPass:
     def reads(self):
         return self.inputs
 
-    def run(self, sess, store, bar):
-        values = sess.run(self.outputs, {self.placeholders[n]: store[n][None] for n in self.inputs})
+    def run(self, store, bar):
+        feed = dict(self.weight_feed)
+        feed.update((self.placeholders[n], store[n][None]) for n in self.inputs)
+        values = self.sess.run(self.outputs, feed)
         for name, value in zip(self.targets, values):
             store[name] = value[0]
         bar.step()
@@ -470,6 +514,15 @@ class _Plan:
             if isinstance(p, _Stream):
                 p.graph()
         self.last_reader = {array: i for i, p in enumerate(self.passes) for array in p.reads()}
+
+    def open(self, config):
+        """A session for every pass."""
+        for p in self.passes:
+            p.open(self.weights, config)
+
+    def close(self):
+        for p in self.passes:
+            p.close()
 
     def _need_low(self):
         """Schedules the low pass now, if it has not run yet."""
@@ -536,11 +589,13 @@ class _Plan:
     def norm(self, stream, y, layer, which, key):
         """Leaky ReLU of the instance norm of a block's stored convolutions (which: 1 or 2), with the
         whole-image statistics `key`."""
-        mean, variance = stream.statistics(key, y.channels)
-        params = [model.norm_params(self.weights, model.conv_key(layer, k, which), layer.filters)
-                  for k in model.branch_sizes(layer)]
-        scale, shift = (tf.concat(p, 0) for p in zip(*params))
-        return stream.op(y, lambda w: model.leaky_relu(model.normalize(w, mean, variance, scale, shift)))
+        def make(window):
+            mean, variance = stream.statistics(key, y.channels)
+            params = [model.norm_params(self.weights, model.conv_key(layer, k, which), layer.filters)
+                      for k in model.branch_sizes(layer)]
+            scale, shift = (tf.concat(p, 0) for p in zip(*params))
+            return model.leaky_relu(model.normalize(window, mean, variance, scale, shift))
+        return stream.op(y, make)
 
     def conv(self, stream, x, key, filters, size, act=True):
         """A convolution with bias (and leaky ReLU) of x, reading its radius in rows beyond the band."""
@@ -596,6 +651,42 @@ class _Plan:
 # ----------------------------------------------------------------------------------------
 # The renderer
 
+class _FedWeights:
+    """PyNET's weights as numpy values, handed to model's layers as placeholders of the graph being built and fed
+    at every run: one copy of them serves the one-piece graph and every pass's graph (see _Pass)."""
+
+    def __init__(self, values):
+        self.values = values        # key (model's weight keys) -> float32 array
+        self.placeholders = {}      # graph -> {key: placeholder}
+
+    def get(self, key, shape, initial_value):
+        """model's weights interface: the placeholder of `key` in the default graph."""
+        value = self.values[key]
+        if list(value.shape) != list(shape):
+            raise ValueError('weight %s has shape %s, the network needs %s' % (key, list(value.shape), list(shape)))
+        # In the outermost graph: a convolution may be built inside a tf.cond, whose branches are graphs of
+        # their own (the placeholder is then captured, as a variable would be).
+        with tf.init_scope():
+            placeholders = self.placeholders.setdefault(tf.get_default_graph(), {})
+            if key not in placeholders:
+                placeholders[key] = tf.placeholder(tf.float32, value.shape)
+        return placeholders[key]
+
+    def feed(self, graph):
+        """The feed of the weights that `graph` reads."""
+        return {placeholder: self.values[key] for key, placeholder in self.placeholders.get(graph, {}).items()}
+
+
+def read_weights(checkpoint_path, instance_norm_level_1=False):
+    """A _FedWeights holding every PyNET weight of the checkpoint at `checkpoint_path` (checked by name and
+    shape: UserError otherwise)."""
+    with tf.Graph().as_default():
+        variables = model.create_weights(trainable=False, instance_norm_level_1=instance_norm_level_1).variables
+        shapes = {var.op.name: var.shape.as_list() for var in variables.values()}
+    values = checkpoints.read_variables(checkpoint_path, shapes)
+    return _FedWeights({key: values[var.op.name] for key, var in variables.items()})
+
+
 class _Progress:
     """Steps of one render: a tqdm bar (progress=None, several steps), nothing (False) or a callback."""
 
@@ -627,7 +718,8 @@ class Renderer:
     def __init__(self, checkpoint_path, level=0, use_gpu=True, precision='float32', tile=utils.DEFAULT_TILE,
                  instance_norm_level_1=False, largest=None, low_memory=False):
         """largest: (h, w) of the largest packed image that will be rendered, if known; the streamed passes
-        (seconds of graph building and warm-up) are then prepared only if it needs them.
+        (6 s of graph building and warm-up at level 0 on a 2-core AMD EPYC) are then prepared only if it
+        needs them.
         low_memory: large allocations get pages of their own, returned to the system when freed
         (map_large_allocations); with TensorFlow's heap allocator (utils.import_tensorflow(heap_allocator=True),
         before the first session) the peak is then what the passes hold, not what allocators kept."""
@@ -656,14 +748,10 @@ class Renderer:
         self.stored_dtype = tf.bfloat16 if precision == 'bfloat16' else tf.float32
         self.norms = {'instance_norm': True, 'instance_norm_level_1': instance_norm_level_1}
         self.plans = {}             # level -> _Plan, built when first needed
-        self.outputs = None         # the one-piece graph, built when first needed
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.weights = model.create_weights(trainable=False, instance_norm_level_1=instance_norm_level_1)
-            self.input = tf.placeholder(tf.float32, [1, None, None, model.INPUT_CHANNELS], name='packed_raw')
-        config = mixed_precision.configure_session(devices.session_config(use_gpu), precision)
-        self.sess = tf.Session(graph=self.graph, config=config)
-        checkpoints.restore_variables(self.sess, self.weights.in_creation_order(), checkpoint_path)
+        self.weights = read_weights(checkpoint_path, instance_norm_level_1)
+        self.config = mixed_precision.configure_session(devices.session_config(use_gpu), precision)
+        self.graph = tf.Graph()     # the one-piece graph and its session, built when first needed
+        self.sess = self.input = self.outputs = None
         if low_memory:
             map_large_allocations()
         if tile and (largest is None or self.streams(*largest)):
@@ -699,16 +787,20 @@ class Renderer:
         """The published graph on the whole image."""
         if self.outputs is None:
             with self.graph.as_default():
+                self.input = tf.placeholder(tf.float32, [1, None, None, model.INPUT_CHANNELS], name='packed_raw')
                 self.outputs = model.PyNET(self.input, instance_norm_level_1=self.norms['instance_norm_level_1'],
                                            weights=self.weights)
-        return self.sess.run(self.outputs[self.level], {self.input: padded[None]})[0]
+            self.sess = tf.Session(graph=self.graph, config=self.config)
+        feed = self.weights.feed(self.graph)
+        feed[self.input] = padded[None]
+        return self.sess.run(self.outputs[self.level], feed)[0]
 
     def _plan(self):
         """The passes of the current level, built on first use."""
         if self.level not in self.plans:
             small_pages_for_arrays()    # for the stored arrays the passes write
-            with self.graph.as_default():
-                self.plans[self.level] = _Plan(self.weights, self.level, self.norms, self.stored_dtype)
+            self.plans[self.level] = _Plan(self.weights, self.level, self.norms, self.stored_dtype)
+            self.plans[self.level].open(self.config)
             # TensorFlow builds a pass's executor at its first run (seconds for all passes, whatever the
             # image): a small blank image, in as few bands as its lags allow, pays that here, once, not
             # the first photo.
@@ -730,9 +822,9 @@ class Renderer:
             for i, p in enumerate(plan.passes):
                 if isinstance(p, _LowPass):
                     spare.clear()
-                    p.run(self.sess, store, bar)
+                    p.run(store, bar)
                 else:
-                    p.run(self.sess, store, statistics, height, width, band, bar, spare)
+                    p.run(store, statistics, height, width, band, bar, spare)
                     if p.rename:
                         store[p.rename[1]] = store.pop(p.rename[0])
                 for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
@@ -745,7 +837,10 @@ class Renderer:
             bar.close()
 
     def close(self):
-        self.sess.close()
+        if self.sess is not None:
+            self.sess.close()
+        for plan in self.plans.values():
+            plan.close()
 
     def __enter__(self):
         return self

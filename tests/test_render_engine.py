@@ -93,8 +93,7 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
 def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(ckpt):
     with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
-        with renderer.graph.as_default():
-            bfloat16_plan = render._Plan(renderer.weights, 2, renderer.norms, tf.bfloat16)
+        bfloat16_plan = render._Plan(renderer.weights, 2, renderer.norms, tf.bfloat16)
     # e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.56 GB at 12 MP);
     # e3 (S/4), which reads a normalised block, is stored.
     assert 'e2' in plan.recomputed and 'e2' not in plan.stored

@@ -135,6 +135,20 @@ def test_truncated_checkpoint_data_is_a_user_error(tmp_path):
         b = tf.Variable(tf.zeros([3]), name='generator/Variable_1')
         with tf.Session() as sess, pytest.raises(UserError, match='damaged'):
             checkpoints.restore_variables(sess, [a, b], path)
+    # Read as numpy values (the renderer's way), the same.
+    with pytest.raises(UserError, match='damaged'):
+        checkpoints.read_variables(path, {'generator/Variable': [2, 3], 'generator/Variable_1': [3]})
+
+
+def test_read_variables_gives_the_values_and_checks_names_and_shapes(tmp_path):
+    path = checkpoints.checkpoint_path(str(tmp_path), 2, 5)
+    _save_two_variables(path, 3.0)
+    values = checkpoints.read_variables(path, {'generator/Variable_1': [3]})
+    assert list(values) == ['generator/Variable_1'] and values['generator/Variable_1'].tolist() == [3.0] * 3
+    with pytest.raises(UserError, match='has shape'):
+        checkpoints.read_variables(path, {'generator/Variable': [4, 4]})
+    with pytest.raises(UserError, match='has no variable generator/Variable_9'):
+        checkpoints.read_variables(path, {'generator/Variable_9': [1]})
 
 
 def quiet_import(folder=None, env=None):
