@@ -64,7 +64,7 @@ LOW_SCALE = 3               # feature maps at S/8 and below are computed in one 
 # published graph in one piece (the rendering issue's figures; not yet measured with bands).
 BFLOAT16_MEASURED = {
     'amx_bf16': (2.6, 58, 'an Intel Xeon with AMX, 2026-11-30'),
-    'avx512_bf16': (1.80, 60, 'an AMD EPYC with AVX512-BF16, 2026-12-06'),
+    'avx512_bf16': (1.84, 58, 'an AMD EPYC with AVX512-BF16, 2026-12-06'),
 }
 BAND_ALIGN = 8              # band heights in packed rows are multiples of this (S/2 maps need even ones)
 # glibc's malloc_trim and mallopt, where there are (Linux; not musl, macOS or Windows).
@@ -388,7 +388,7 @@ class _Stream(_Pass):
             # The same fetches in every band (moments of no rows are NaN, and dropped here): one
             # executor per pass, which the Renderer builds before the first photo.
             out = self.sess.run({'rows': self.stored_rows, 'carried': [c[3] for c in self.carries],
-                            'moments': {i: m for i, m in enumerate(self.moments) if m is not None}}, feed)
+                                 'moments': {i: m for i, m in enumerate(self.moments) if m is not None}}, feed)
             carried = out['carried']
             for (f, array, _), value, (top, lo, hi) in zip(self.sinks, out['rows'], spans):
                 store[array][lo:hi] = value[0, lo - top:hi - top]

@@ -116,6 +116,25 @@ def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(c
     assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
 
 
+def test_passes_have_graphs_of_their_own_fed_one_copy_of_the_weights(ckpt):
+    # A graph per pass: TensorFlow prunes a session's whole graph for every executor it builds. No conditionals:
+    # they were slow to build and to prepare. The weights: placeholders fed the renderer's arrays, not copies.
+    with render.Renderer(ckpt['varied'], level=0, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
+        plan = renderer._plan()
+        assert len({id(p.tf_graph) for p in plan.passes}) == len(plan.passes) > 40
+        arrays = {id(value) for value in renderer.weights.values.values()}
+        fed = set()
+        for p in plan.passes:
+            types = {op.type for op in p.tf_graph.get_operations()}
+            assert not types & {'If', 'StatelessIf', 'Switch', 'Merge', 'VarHandleOp', 'VariableV2'}, (p, types)
+            assert p.weight_feed and all(id(value) in arrays for value in p.weight_feed.values())
+            fed.update(id(value) for value in p.weight_feed.values())
+        # Every weight that level 0 needs is read by some pass, and no other (not the other levels' outputs').
+        needed = tuple(layer.name + '/' for layer in model.needed_layers([model.OUTPUTS[0]]))
+        assert fed == {id(value) for key, value in renderer.weights.values.items() if key.startswith(needed)}
+        assert len(fed) < len(arrays)
+
+
 def test_low_memory_maps_large_allocations(ckpt, monkeypatch):
     calls = []
     monkeypatch.setattr(render, '_MALLOPT', lambda *args: calls.append(args))
