@@ -44,6 +44,7 @@ The weights are read from the checkpoint once, as numpy arrays, and fed to every
 (_FedWeights): one copy serves the one-piece graph and all the passes.
 """
 
+import contextlib
 import ctypes
 import sys
 
@@ -455,6 +456,8 @@ def _rows(array, start, stop):
 class _LowPass(_Pass):
     """The layers at LOW_SCALE and below in one piece (model.build), from the stored maps they read."""
 
+    name = 'S/8 and below'
+
     def __init__(self, weights, layers, needed, target, norms, stored_dtype=tf.float32):
         super().__init__()
         with self.tf_graph.as_default():
@@ -757,12 +760,14 @@ class Renderer:
         if tile and (largest is None or self.streams(*largest)):
             self._plan()        # graph building is paid here, once, not by the first photo
 
-    def render(self, packed, progress=None):
+    def render(self, packed, progress=None, pass_hook=None):
         """float32 [h, w, 4] packed RAW (any h, w >= 1) -> float32 [2h/2**level, 2w/2**level, 3] (see
         output_size), in the model's range, not clipped.
 
         progress: None shows a bar over the bands when there are several, False shows nothing, a
         callable is called as progress(steps_done, steps_total) after every band.
+        pass_hook: in bands, each pass runs inside `with pass_hook(pass_name):` (bench/render_passes.py
+        times and measures the passes with it).
         """
         packed = np.asarray(packed, dtype=np.float32)
         if packed.ndim != 3 or packed.shape[2] != 4 or packed.shape[0] < 1 or packed.shape[1] < 1:
@@ -771,7 +776,7 @@ class Renderer:
         out_h, out_w = output_size(h, w, self.level)
         padded = pad_to_multiple(packed)
         if self.streams(h, w):
-            result = self._render_streamed(padded, progress)
+            result = self._render_streamed(padded, progress, pass_hook=pass_hook)
         else:
             result = self._render_one_piece(padded)
         result = result[:out_h, :out_w]
@@ -808,7 +813,7 @@ class Renderer:
             self._render_streamed(np.zeros((side, side, model.INPUT_CHANNELS), np.float32), False, side)
         return self.plans[self.level]
 
-    def _render_streamed(self, padded, progress, band=None):
+    def _render_streamed(self, padded, progress, band=None, pass_hook=None):
         """The level's passes in order, each stored array freed after the last pass that reads it;
         `band` packed rows at a time (default: from the tile size)."""
         plan = self._plan()
@@ -820,13 +825,14 @@ class Renderer:
         spare = []                  # stored arrays no pass reads any more, for the next pass to write into
         try:
             for i, p in enumerate(plan.passes):
-                if isinstance(p, _LowPass):
-                    spare.clear()
-                    p.run(store, bar)
-                else:
-                    p.run(store, statistics, height, width, band, bar, spare)
-                    if p.rename:
-                        store[p.rename[1]] = store.pop(p.rename[0])
+                with pass_hook(p.name) if pass_hook else contextlib.nullcontext():
+                    if isinstance(p, _LowPass):
+                        spare.clear()
+                        p.run(store, bar)
+                    else:
+                        p.run(store, statistics, height, width, band, bar, spare)
+                if isinstance(p, _Stream) and p.rename:
+                    store[p.rename[1]] = store.pop(p.rename[0])
                 for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
                     done = store.pop(array, None)
                     if done is not None and array != model.INPUT:      # the input may be the caller's

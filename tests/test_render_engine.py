@@ -1,4 +1,5 @@
 """The rendering engine (render.py): any size, exact tiles, precision fallback, progress."""
+import contextlib
 import json
 import os
 import subprocess
@@ -133,6 +134,15 @@ def test_passes_have_graphs_of_their_own_fed_one_copy_of_the_weights(ckpt):
         needed = tuple(layer.name + '/' for layer in model.needed_layers([model.OUTPUTS[0]]))
         assert fed == {id(value) for key, value in renderer.weights.values.items() if key.startswith(needed)}
         assert len(fed) < len(arrays)
+        # pass_hook wraps every pass, in order (what bench/render_passes.py times).
+        names = []
+
+        @contextlib.contextmanager
+        def hook(name):
+            names.append(name)
+            yield
+        renderer.render(packed_image(37, 53), progress=False, pass_hook=hook)
+        assert names == [p.name for p in plan.passes]
 
 
 def test_low_memory_maps_large_allocations(ckpt, monkeypatch):
