@@ -53,7 +53,7 @@ def make_pairs(config):
             stored = json.load(f)
         if stored.get('bench') == wanted:
             return folder, stored['pairs']
-    shape = report.parse_size(config['mosaic_size'])
+    shape = report.parse_size(config['mosaic_size'], 'mosaic_size')
     started = time.time()
     records = synthetic_pairs.write_pairs(folder, config['pairs'], shape, config['photo_scale'], config['seed'])
     with utils.atomic_path(truth_path) as tmp:      # remember how they were made
@@ -144,7 +144,7 @@ def findings(config, results):
     ok = [r for r in results if 'error' not in r]
     if not ok:
         return []
-    height, width = report.parse_size(config['mosaic_size'])
+    height, width = report.parse_size(config['mosaic_size'], 'mosaic_size')
     median = lambda r, key: float(np.median(r[key]))
     lines = ['', 'What the figures show:',
              '- **Accuracy.** Median residual of the kept windows (target: at most 0.5 px): %s; after the global '
@@ -176,7 +176,7 @@ def write_report(config, results, loads):
     """Prints the section and writes it into BENCHMARKS.md; loads: [(note, 1-minute load)] before and after."""
     import cv2
     import make_camera_dataset as mcd
-    height, width = report.parse_size(config['mosaic_size'])
+    height, width = report.parse_size(config['mosaic_size'], 'mosaic_size')
     lines = [
         '## %s' % TITLE, '',
         '`bench/align.py` runs `make_camera_dataset.py` on synthetic pairs with a known answer '

@@ -157,7 +157,7 @@ def worker_export(cfg):
     """Exports one variant at one size; prints a JSON line with time and peak RSS."""
     import export_model
     p = paths(cfg)
-    height, width = report.parse_size(cfg['size'])
+    height, width = report.parse_size(cfg['size'], 'size')
     variant = cfg['variant']
     config = {name: key.default for name, key in export_model.KEYS.items()}
     large = height * width > SMALL

@@ -135,7 +135,7 @@ def report_text(cfg, passes, stage_rows, render_seconds, header, load):
 
 def main(argv):
     cfg = utils.parse_args(argv, KEYS, USAGE)
-    height, width = report.parse_size(cfg['size'])
+    height, width = report.parse_size(cfg['size'], 'size')
     cfg['command'] = ' '.join(['python bench/render_passes.py'] + list(argv))
     models = models_dir(cfg)
     utils.import_tensorflow()

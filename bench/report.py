@@ -40,12 +40,12 @@ def machine(*extra):
     return '; '.join(parts + list(extra))
 
 
-def parse_size(text):
-    """(height, width) from 'HxW'."""
+def parse_size(text, key='sizes'):
+    """(height, width) from 'HxW'; `key` names the key it came from in the error."""
     try:
         height, width = (int(v) for v in text.lower().split('x'))
     except ValueError:
-        raise utils.UserError('sizes: %r is not HxW (e.g. 736x992)' % text)
+        raise utils.UserError('%s: %r is not HxW (e.g. 736x992)' % (key, text))
     return height, width
 
 
