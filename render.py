@@ -269,8 +269,7 @@ class _Stream(_Pass):
 
     def statistics(self, key, channels):
         """Placeholders of whole-image (mean, variance) that an earlier pass computed under `key` (in graph())."""
-        with tf.init_scope():       # outside any tf.cond (see _FedWeights.get)
-            mean, variance = tf.placeholder(tf.float32, [channels]), tf.placeholder(tf.float32, [channels])
+        mean, variance = tf.placeholder(tf.float32, [channels]), tf.placeholder(tf.float32, [channels])
         self.norms.append((mean, variance, key))
         return mean, variance
 
@@ -667,12 +666,9 @@ class _FedWeights:
         value = self.values[key]
         if list(value.shape) != list(shape):
             raise ValueError('weight %s has shape %s, the network needs %s' % (key, list(value.shape), list(shape)))
-        # In the outermost graph: a convolution may be built inside a tf.cond, whose branches are graphs of
-        # their own (the placeholder is then captured, as a variable would be).
-        with tf.init_scope():
-            placeholders = self.placeholders.setdefault(tf.get_default_graph(), {})
-            if key not in placeholders:
-                placeholders[key] = tf.placeholder(tf.float32, value.shape)
+        placeholders = self.placeholders.setdefault(tf.get_default_graph(), {})
+        if key not in placeholders:
+            placeholders[key] = tf.placeholder(tf.float32, value.shape)
         return placeholders[key]
 
     def feed(self, graph):

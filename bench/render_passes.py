@@ -65,7 +65,6 @@ def peak_rss(record):
 
 def profile_passes(renderer, packed):
     """{pass name: {'seconds', 'bands', 'peak_gb'}} of one streamed render, in pass order."""
-    import render
     passes = collections.OrderedDict()
 
     @contextlib.contextmanager
