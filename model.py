@@ -156,6 +156,30 @@ def channels():
     return count
 
 
+# A convolution of the network: its weights key, the scale of the map it reads, kernel size, channels in and
+# out, and whether it is transposed (stride 2: its output is twice the size of what it reads).
+Convolution = collections.namedtuple('Convolution', 'key scale size in_channels filters transposed')
+
+
+def convolutions(targets):
+    """Every convolution that computes `targets`, in LAYOUT order. Each costs
+    2 x size^2 x in_channels x filters floating-point operations per pixel of the map it reads."""
+    scale, count = scales(), channels()
+    convs = []
+    for layer in needed_layers(targets):
+        if isinstance(layer, Block):
+            cin = sum(count[name] for name in layer.inputs)
+            for size in branch_sizes(layer):
+                convs.append(Convolution(conv_key(layer, size, 1), scale[layer.name], size, cin, layer.filters, False))
+                convs.append(Convolution(conv_key(layer, size, 2), scale[layer.name], size, layer.filters,
+                                         layer.filters, False))
+        elif isinstance(layer, Upsample):
+            convs.append(Convolution(layer.name, scale[layer.input], 3, count[layer.input], layer.filters, True))
+        elif isinstance(layer, Output):
+            convs.append(Convolution(layer.name, scale[layer.input], 3, count[layer.input], 3, False))
+    return convs
+
+
 def needed_layers(targets, given=()):
     """The layers, in LAYOUT order, that compute `targets` from the feature maps named in `given`."""
     needed, todo = set(), [t for t in targets if t not in given]

@@ -10,8 +10,8 @@ from conftest import REPO
 
 SCRIPTS = ['train_model.py', 'evaluate_accuracy.py', 'test_model.py', 'dng_to_png.py', 'export_model.py',
            'make_synthetic_dataset.py', 'make_camera_dataset.py', 'synthetic_pairs.py', 'baseline.py', 'demo.py',
-           'bench/align.py', 'bench/export.py', 'bench/input_pipeline.py', 'bench/make_bench_data.py',
-           'bench/render.py', 'bench/render_passes.py']
+           'bench/align.py', 'bench/ceiling.py', 'bench/export.py', 'bench/input_pipeline.py',
+           'bench/make_bench_data.py', 'bench/render.py', 'bench/render_passes.py']
 
 
 def keys_of(script):
