@@ -67,6 +67,13 @@ def shape_of(conv):
     return conv.scale, conv.size, conv.in_channels, conv.filters, conv.transposed
 
 
+def describe(shape):
+    """'7x7, 192 -> 64 channels at S/2' for a shape_of() tuple."""
+    scale, size, cin, cout, transposed = shape
+    where = {-1: '2S', 0: 'S'}.get(scale, 'S/%d' % 2 ** scale)
+    return '%dx%d%s, %d -> %d channels at %s' % (size, size, ' transposed' if transposed else '', cin, cout, where)
+
+
 def time_convolution(shape, height, width, precision, repeats):
     """Fastest seconds of one convolution of `shape` alone on a random input at its scale of a packed
     height x width image, its operands in `precision`."""
@@ -145,8 +152,8 @@ def report_text(cfg, results, header, load):
     conv_seconds = {p: sum(s for _, _, s in results[p]['scales']) for p in precisions}
     lines.append('| convolutions alone | ' + ' | '.join(
         '%.1f s (%.0f GFLOP/s)' % (conv_seconds[p], total / conv_seconds[p]) for p in precisions) + ' |')
-    lines.append('| fastest convolution | ' + ' | '.join(
-        '%.0f GFLOP/s' % results[p]['fastest'] for p in precisions) + ' |')
+    lines.append('| fastest convolution alone | ' + ' | '.join(
+        '%.0f GFLOP/s (%s)' % results[p]['fastest'] for p in precisions) + ' |')
     for name in ('one piece (tile=0)', 'in bands (tile=%d)' % cfg['tile']):
         if all(name in results[p]['renders'] for p in precisions):
             lines.append('| render, %s | ' % name + ' | '.join(
@@ -188,7 +195,7 @@ def main(argv):
     results = {}
     for precision in precisions:
         seconds = time_convolutions(height, width, precision, cfg['repeats'])
-        fastest = max(flops(c, height, width) / seconds[shape_of(c)] / 1e9
+        fastest = max((flops(c, height, width) / seconds[shape_of(c)] / 1e9, describe(shape_of(c)))
                       for c in model.convolutions([model.OUTPUTS[0]]))
         renders = collections.OrderedDict()
         if checkpoint:

@@ -48,10 +48,15 @@ def test_ceiling_runs_and_sets_renders_against_the_convolutions(tmp_path, run):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert 'Level 0 at packed 32x48: %.0f GFLOP' % (ceiling.network_flops(32, 48) / 1e9) in out
-    for row in ('| convolutions alone | ', '| fastest convolution | ', '| render, one piece (tile=0) | ',
+    for row in ('| convolutions alone | ', '| fastest convolution alone | ', '| render, one piece (tile=0) | ',
                 '| render, in bands (tile=16) | ', '| S/2 (e2, level 2) | '):
         assert row in out, out
     assert open(os.path.join(REPO, 'BENCHMARKS.md')).read() == benchmarks      # write=false
+
+
+def test_describe_names_a_convolution_shape():
+    assert ceiling.describe((1, 7, 192, 64, False)) == '7x7, 192 -> 64 channels at S/2'
+    assert ceiling.describe((0, 3, 32, 8, True)) == '3x3 transposed, 32 -> 8 channels at S'
 
 
 def test_ceiling_refuses_unknown_precisions(run):
