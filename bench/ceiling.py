@@ -9,7 +9,7 @@ alone, on its own random input of its size at `size`, in float32 and in bfloat16
 the CPU's native bfloat16 instructions), the fastest of `repeats` runs after one that builds oneDNN's kernels:
 their sum is the time level 0 would take if every convolution ran as fast as it runs alone, with nothing between
 them. Then, in the same process, it renders a random packed image of `size` as users do (render.Renderer, second
-call: the published graph in one piece, tile=0, and in bands of the default tile), and reports each render's
+call: the published graph in one piece, tile=0, and in bands of `tile`), and reports each render's
 rate in GFLOP/s and its time against that sum. Rendering in bfloat16 casts between float32 and bfloat16 around
 the convolutions (oneDNN's rewrite); the sum does not. Weights: as bench/render.py (bench/export.py's briefly
 trained checkpoint, or models_dir=); timings do not depend on the picture.
@@ -185,10 +185,13 @@ def main(argv):
         print('note: this CPU has no native bfloat16 (AVX512-BF16 or AMX): measuring float32 only', file=sys.stderr)
         precisions = [p for p in precisions if p != 'bfloat16'] or ['float32']
     cfg['command'] = ' '.join(['python bench/ceiling.py'] + list(argv))
-    models = models_dir(cfg) if cfg['renders'] else None
     utils.import_tensorflow()
     import checkpoints
     import model
+    if min(height, width) < model.SIZE_MULTIPLE:
+        raise utils.UserError('size=%s: give at least %dx%d packed pixels (the coarsest maps are 1/%d of it)'
+                              % ((cfg['size'],) + (model.SIZE_MULTIPLE,) * 3))
+    models = models_dir(cfg) if cfg['renders'] else None
     load = [report.load_note()]
     checkpoint = checkpoints.find_checkpoint(models, 0)[0] if models else None
     packed = np.random.default_rng(0).uniform(0, 0.5, (height, width, 4)).astype(np.float32)

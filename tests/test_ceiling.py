@@ -59,6 +59,7 @@ def test_describe_names_a_convolution_shape():
     assert ceiling.describe((0, 3, 32, 8, True)) == '3x3 transposed, 32 -> 8 channels at S'
 
 
-def test_ceiling_refuses_unknown_precisions(run):
+def test_ceiling_refuses_unknown_precisions_and_tiny_sizes(run):
     assert_one_line_error(run('bench/ceiling.py', 'precisions=float16', 'renders=false'), 'precisions=float16',
                           'float32, bfloat16')
+    assert_one_line_error(run('bench/ceiling.py', 'size=8x64', 'renders=false'), 'size=8x64', 'at least 16x16')
