@@ -9,8 +9,10 @@ before each pass through /proc/self/clear_refs, Linux). Then, in the same proces
 PyNET's layers in one piece (model.build on the whole image) up to the end of each stage: the encoder and
 levels 5-3 (up to level3/e), level 2 (up to level2/h) and the whole level. Each stage of passes is set against
 the difference of those one-piece times: where bands lose time, and how much. bench/render.py measures
-whole processes against the published graph; this says which passes to work on. Weights: as bench/render.py
-(bench/export.py's briefly trained checkpoint, or models_dir=); timings do not depend on the picture.
+whole processes against the published graph; this says which passes to work on. With convolutions=true, each
+stage is also set against its convolutions run one at a time (bench/ceiling.py's measure of the hardware).
+Weights: as bench/render.py (bench/export.py's briefly trained checkpoint, or models_dir=); timings do not depend
+on the picture.
 
 TensorFlow, and the project's modules that import it, are imported inside the functions, after
 utils.import_tensorflow() (as in bench/render.py): `help` and bad keys answer without TensorFlow's start-up.
@@ -36,6 +38,8 @@ KEYS = {
                      choices=('float32', 'bfloat16')),
     'tile': Key(utils.DEFAULT_TILE, int, 'the renderer\'s tile (bands of about tile x tile packed pixels)'),
     'one_piece': Key(True, bool, 'false: passes only, no one-piece comparison (saves minutes at 12 MP)'),
+    'convolutions': Key(True, bool, 'also each stage\'s convolutions one at a time, as bench/ceiling.py times them '
+                                    '(minutes at 12 MP)'),
     'models_dir': Key('', str, 'models_dir whose last level-0 checkpoint renders; empty: bench/export.py\'s'),
     'weights_dir': Key('/tmp/pynet-export-bench/', str, 'work_dir of bench/export.py (dataset and trained weights)'),
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## Rendering, pass by pass)'),
@@ -99,14 +103,34 @@ def one_piece_seconds(renderer, packed, target):
         return time.time() - start
 
 
-def stages(passes, one_piece):
-    """Rows (stage, seconds in passes, seconds in one piece) from the per-pass records and the one-piece times
-    up to each stage's end (cumulative)."""
+def stage_convolutions():
+    """{stage name: the model.Convolutions of level 0 that the stage adds to the stages before it}."""
+    import model
+    stages, before = {}, set()
+    for name, target, _ in STAGES:
+        convs = [c for c in model.convolutions([target or model.OUTPUTS[0]]) if c.key not in before]
+        stages[name] = convs
+        before.update(c.key for c in convs)
+    return stages
+
+
+def convolution_seconds(height, width, precision):
+    """{stage name: seconds of its convolutions, each alone} at a packed height x width image, as
+    bench/ceiling.py times them by default (the fastest of its `repeats` runs after a warm-up, operands in
+    `precision`)."""
+    from bench import ceiling
+    seconds = ceiling.time_convolutions(height, width, precision, ceiling.KEYS['repeats'].default)
+    return {name: sum(seconds[ceiling.shape_of(c)] for c in convs) for name, convs in stage_convolutions().items()}
+
+
+def stages(passes, one_piece, alone=None):
+    """Rows (stage, seconds in passes, seconds in one piece, seconds of its convolutions alone) from the per-pass
+    records, the one-piece times up to each stage's end (cumulative) and convolution_seconds()."""
     rows, before = [], 0.0
     for name, target, prefixes in STAGES:
         in_passes = sum(r['seconds'] for n, r in passes.items() if n.startswith(prefixes))
         upto = one_piece.get(target or 'all')
-        rows.append((name, in_passes, None if upto is None else upto - before))
+        rows.append((name, in_passes, None if upto is None else upto - before, (alone or {}).get(name)))
         before = upto or 0.0
     return rows
 
@@ -122,13 +146,18 @@ def report_text(cfg, passes, stage_rows, render_seconds, header, load):
     for name, r in passes.items():
         peak = '%.2f' % r['peak_gb'] if 'peak_gb' in r else 'n/a'
         lines.append('| %s | %d | %.2f | %s |' % (name, r['bands'], r['seconds'], peak))
-    if any(one is not None for _, _, one in stage_rows):
+    if any(one is not None or alone is not None for _, _, one, alone in stage_rows):
         lines += ['', 'Stages against the same layers in one piece (model.build on the whole image, same process and '
-                  'precision, second run; one-piece times are differences of cumulative runs):', '',
-                  '| stage | passes s | one piece s | passes / one piece |', '|---|---|---|---|']
-        for name, in_passes, one in stage_rows:
-            lines.append('| %s | %.1f | %s | %s |' % (name, in_passes, '' if one is None else '%.1f' % one,
-                                                      '' if not one else '%.2fx' % (in_passes / one)))
+                  'precision, second run; one-piece times are differences of cumulative runs) and against their '
+                  'convolutions run one at a time (as bench/ceiling.py runs them: the time with nothing between '
+                  'them):', '',
+                  '| stage | passes s | one piece s | convolutions alone s | passes / one piece | '
+                  'passes / convolutions alone |', '|---|---|---|---|---|---|']
+        cell = lambda value: '' if value is None else '%.1f' % value
+        ratio = lambda a, b: '' if not b else '%.2fx' % (a / b)
+        for name, in_passes, one, alone in stage_rows:
+            lines.append('| %s | %.1f | %s | %s | %s | %s |' % (name, in_passes, cell(one), cell(alone),
+                                                                ratio(in_passes, one), ratio(in_passes, alone)))
     return '\n'.join(lines) + '\n'
 
 
@@ -159,8 +188,9 @@ def main(argv):
             one_piece[target or 'all'] = one_piece_seconds(renderer, packed, target or model.OUTPUTS[0])
             print('one piece up to %s: %.1f s' % (target or 'the output', one_piece[target or 'all']), flush=True)
     renderer.close()
+    alone = convolution_seconds(height, width, cfg['precision']) if cfg['convolutions'] else None
     load.append(report.load_note())
-    text = report_text(cfg, passes, stages(passes, one_piece), render_seconds, report.machine(), load)
+    text = report_text(cfg, passes, stages(passes, one_piece, alone), render_seconds, report.machine(), load)
     print(text)
     if cfg['write']:
         report.write_section(SECTION, text)

@@ -63,3 +63,22 @@ def test_ceiling_refuses_unknown_precisions_and_tiny_sizes(run):
     assert_one_line_error(run('bench/ceiling.py', 'precisions=float16', 'renders=false'), 'precisions=float16',
                           'float32, bfloat16')
     assert_one_line_error(run('bench/ceiling.py', 'size=8x64', 'renders=false'), 'size=8x64', 'at least 16x16')
+
+
+def test_render_passes_stages_split_the_convolutions_and_set_passes_against_them():
+    from bench import render_passes
+    convs = render_passes.stage_convolutions()
+    assert list(convs) == [name for name, _, _ in render_passes.STAGES]
+    keys = [c.key for stage in convs.values() for c in stage]
+    assert sorted(keys) == sorted(c.key for c in model.convolutions([model.OUTPUTS[0]]))    # each exactly once
+    assert {c.scale for c in convs['level 2']} == {1, 2}        # level 2's own, and level 3's upsamplings to it
+    assert 'level0/up' in {c.key for c in convs['levels 1 and 0']}
+    passes = {'e2 conv1': {'seconds': 1.0}, 'level2/a conv1': {'seconds': 3.0}, 'output': {'seconds': 8.0}}
+    rows = render_passes.stages(passes, {'level3/e': 0.5, 'level2/h': 2.5, 'all': 9.5},
+                                {'encoder and levels 5-3': 0.4, 'level 2': 1.5, 'levels 1 and 0': 6.0})
+    assert rows == [('encoder and levels 5-3', 1.0, 0.5, 0.4), ('level 2', 3.0, 2.0, 1.5),
+                    ('levels 1 and 0', 8.0, 7.0, 6.0)]
+    text = render_passes.report_text(dict(size='64x64', tile=16, precision='float32', command='c'),
+                                     {n: dict(r, bands=1) for n, r in passes.items()}, rows, 12.0, 'machine',
+                                     ['start', 'end'])
+    assert '| level 2 | 3.0 | 2.0 | 1.5 | 1.50x | 2.00x |' in text
