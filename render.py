@@ -201,6 +201,7 @@ class _Pass:
         self.tf_graph = tf.Graph()
         self.sess = None
         self.weight_feed = {}
+        self.rename = None          # (array, new name): the stored array that takes another name once the pass is done
 
     def open(self, weights, config):
         """A session on the pass's graph, fed `weights` (a _FedWeights) at every run."""
@@ -229,7 +230,6 @@ class _Stream(_Pass):
         self.sink_dtypes = []       # the dtype each sink's array is stored in
         self.norms = []             # (mean placeholder, variance placeholder, statistics key)
         self.memo = {}              # LAYOUT name -> _Feature (for _Plan.feature)
-        self.rename = None          # (array, new name) once the pass is done
 
     def reads(self):
         return list(self.sources)
@@ -827,7 +827,7 @@ class Renderer:
                         p.run(store, bar)
                     else:
                         p.run(store, statistics, height, width, band, bar, spare)
-                if isinstance(p, _Stream) and p.rename:
+                if p.rename:
                     store[p.rename[1]] = store.pop(p.rename[0])
                 for array in [a for a, last in plan.last_reader.items() if last == i and a != plan.target]:
                     done = store.pop(array, None)

@@ -29,7 +29,7 @@ sys.path.insert(0, REPO)
 import utils  # noqa: E402
 from utils import Key  # noqa: E402
 from bench import report  # noqa: E402
-from bench.render import models_dir  # noqa: E402
+from bench.render import WEIGHTS_KEYS, models_dir  # noqa: E402
 
 KEYS = {
     'size': Key('736x992', str, 'packed input size HxW of the convolutions and the renders'),
@@ -38,8 +38,7 @@ KEYS = {
     'repeats': Key(2, int, 'timed runs of each convolution after its first; the fastest counts'),
     'tile': Key(utils.DEFAULT_TILE, int, 'the tile of the render in bands (0: no render in bands)'),
     'renders': Key(True, bool, 'false: the convolutions only, no renders'),
-    'models_dir': Key('', str, 'models_dir whose last level-0 checkpoint renders; empty: bench/export.py\'s'),
-    'weights_dir': Key('/tmp/pynet-export-bench/', str, 'work_dir of bench/export.py (dataset and trained weights)'),
+    **WEIGHTS_KEYS,
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## The hardware\'s rate)'),
 }
 USAGE = 'python bench/ceiling.py [key=value ...]   PyNET\'s convolutions alone against rendering'

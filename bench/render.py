@@ -41,13 +41,17 @@ CONFIGS = {
 BASELINE = 'published'
 FELL_BACK = 'no native bfloat16'     # in test_model.py's note where precision=bfloat16 runs in float32
 TINY = (32, 32)             # packed size of the tiny RAW whose run is subtracted
+# The keys models_dir() reads, shared by the rendering benchmarks (bench/render_passes.py, bench/ceiling.py).
+WEIGHTS_KEYS = {
+    'models_dir': Key('', str, 'models_dir whose last level-0 checkpoint renders; empty: bench/export.py '
+                               'stage=weights trains one (once)'),
+    'weights_dir': Key('/tmp/pynet-export-bench/', str, 'work_dir of bench/export.py (dataset and trained weights)'),
+}
 KEYS = {
     'sizes': Key('224x224,736x992,1472x1984', str, 'packed input sizes HxW, comma-separated'),
     'configs': Key(','.join(CONFIGS), str, 'comma-separated, of: %s (%s is the baseline)'
                    % (', '.join(CONFIGS), BASELINE)),
-    'models_dir': Key('', str, 'models_dir whose last level-0 checkpoint renders; empty: bench/export.py '
-                               'stage=weights trains one (once)'),
-    'weights_dir': Key('/tmp/pynet-export-bench/', str, 'work_dir of bench/export.py (dataset and trained weights)'),
+    **WEIGHTS_KEYS,
     'work_dir': Key('/tmp/pynet-render-bench/', str, 'inputs, outputs and results.json go here'),
     'timeout': Key(3600, int, 'seconds after which one run is stopped and reported as failed'),
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## Rendering)'),

@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)
 import utils  # noqa: E402
 from utils import Key  # noqa: E402
 from bench import report  # noqa: E402
-from bench.render import models_dir  # noqa: E402
+from bench.render import WEIGHTS_KEYS, models_dir  # noqa: E402
 
 KEYS = {
     'size': Key('1472x1984', str, 'packed input size HxW (1472x1984: a 12 MP photo)'),
@@ -40,8 +40,7 @@ KEYS = {
     'one_piece': Key(True, bool, 'false: passes only, no one-piece comparison (saves minutes at 12 MP)'),
     'convolutions': Key(True, bool, 'also each stage\'s convolutions one at a time, as bench/ceiling.py times them '
                                     '(minutes at 12 MP)'),
-    'models_dir': Key('', str, 'models_dir whose last level-0 checkpoint renders; empty: bench/export.py\'s'),
-    'weights_dir': Key('/tmp/pynet-export-bench/', str, 'work_dir of bench/export.py (dataset and trained weights)'),
+    **WEIGHTS_KEYS,
     'write': Key(True, bool, 'write the results into BENCHMARKS.md (## Rendering, pass by pass)'),
 }
 USAGE = 'python bench/render_passes.py [key=value ...]   the streamed renderer pass by pass'
