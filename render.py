@@ -11,23 +11,25 @@ model.PyNET, on the whole image.
 
 Streamed (larger images): PyNET evaluated in bands of rows holding about tile x tile packed
 pixels each, from the same description of the network, model.LAYOUT, with memory bounded by the
-band, not the image, and every convolution computed once except e2's:
+band, not the image, and every convolution computed once except, in float32, e2's:
   - Instance norm needs the mean and variance of a convolution's output over the whole image
     before anything can use it. So each instance-normalised block at S/2 and S/4 (e2, e3, levels 2
     and 3) takes three passes over the image (_block_passes): its first convolutions, stored with
     their statistics; its second convolutions, stored in place with theirs; then its output (both
-    norms, leaky ReLU, plus its input if residual), stored in place. e2, which depends on the
-    packed input alone, is never stored: once its statistics are known, the passes that read it
+    norms, leaky ReLU, plus its input if residual), stored in place. In float32, e2, which depends on
+    the packed input alone, is never stored: once its statistics are known, the passes that read it
     (e3's first and four of level 2's) compute it again from the input (0.19 GB less at 12 MP for
-    1.8% more arithmetic: e1 and e2 are 0.36% of the network).
+    1.8% more arithmetic: e1 and e2 are 0.36% of the network). In bfloat16 it is stored, which
+    costs half as much and saves more time.
   - Passes that store maps at S/4 (e3, level 3) take bands 4x as tall, and in bfloat16 those at S/2
     (e2, level 2) 2x (_Stream.band_factor): as many of their stored pixels per band as a pass at S,
     so that their convolutions are not cut into many small runs.
   - A pass writes a new stored array into one that an earlier pass is done with, where one has its
     shape (_take): the first writes to a new array fault its pages in, which costs seconds at 12 MP.
-  - With precision=bfloat16, stored maps are kept in bfloat16, the precision they are computed in
-    (Renderer.stored_dtype): half the memory, and half the copying into and out of every band. The
-    packed input and the output image stay float32.
+  - With precision=bfloat16, the passes compute in bfloat16 (their weights cast in their graphs) and
+    keep their stored and carried maps in it (Renderer.stored_dtype): half the memory, half the
+    copying into and out of every band, and no casts around every convolution. The packed input,
+    the statistics and the output image stay float32.
   - Layers at S/8 and below (e4, levels 5 and 4) are small: they run in one piece on the stored e3
     (_LowPass).
   - Every other layer (e1, the poolings and upsamplings, levels 1 and 0 with the published
@@ -223,7 +225,8 @@ class _Stream(_Pass):
     def __init__(self, name, stored_dtype=tf.float32):
         super().__init__()
         self.name = name
-        self.stored_dtype = stored_dtype    # of the arrays it reads and writes (the packed input is float32)
+        # Of the arrays it reads and writes (the packed input is float32), and what its graph computes in.
+        self.stored_dtype = stored_dtype
         self.features = []          # in the order declared: inputs before their consumers
         self.sources = {}           # stored array read -> _Feature
         self.sinks = []             # (_Feature, stored array written, statistics key or None)
@@ -291,7 +294,7 @@ class _Stream(_Pass):
             if f.make is None:
                 dtype = tf.float32 if f is self.sources.get(model.INPUT) else self.stored_dtype
                 self.source_rows[f] = tf.placeholder(dtype, [1, None, None, f.channels])
-                f.rows = tf.cast(self.source_rows[f], tf.float32)
+                f.rows = tf.cast(self.source_rows[f], self.stored_dtype)
             elif f.trim:
                 f.rows = self._inside_only(f, self._read(f, f.inputs[0], windows[f.inputs[0]]))
             else:
@@ -300,7 +303,9 @@ class _Stream(_Pass):
                 f.rows = self._zero_outside(f)
             windows[f] = self._window(f)
         self.valid = [(tf.placeholder(tf.int32, []), tf.placeholder(tf.int32, [])) for _ in self.sinks]
-        self.moments = [tf.nn.moments(f.rows[:, first:first + count], [0, 1, 2]) if key else None
+        # Statistics summed in float32 whatever the maps are computed in: a bfloat16 sum over a band's pixels would
+        # keep 8 bits of its mean.
+        self.moments = [tf.nn.moments(tf.cast(f.rows[:, first:first + count], tf.float32), [0, 1, 2]) if key else None
                         for (f, _, key), (first, count) in zip(self.sinks, self.valid)]
         self.stored_rows = [tf.cast(f.rows, dtype) for (f, _, _), dtype in zip(self.sinks, self.sink_dtypes)]
 
@@ -333,7 +338,7 @@ class _Stream(_Pass):
         rows = f.carried()
         if not rows:
             return f.rows
-        carry = tf.placeholder(tf.float32, [1, None, None, f.channels])
+        carry = tf.placeholder(self.stored_dtype, [1, None, None, f.channels])
         window = tf.concat([carry, f.rows], axis=1)
         # A copy (a slice along rows, not the aliasing _row_slice): the window itself can then be freed.
         self.carries.append((f, rows, carry, window[:, -rows:]))
@@ -375,7 +380,7 @@ class _Stream(_Pass):
                 store[array] = _take(spare, (2 * height // unit(f.scale), 2 * width // unit(f.scale), f.channels),
                                      dtype.as_numpy_dtype)
         spare.clear()
-        carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), np.float32)
+        carried = [np.zeros((1, rows, 2 * width // unit(f.scale), f.channels), self.stored_dtype.as_numpy_dtype)
                    for f, rows, _, _ in self.carries]
         feed = dict(self.weight_feed)
         feed[self.height] = 2 * height
@@ -493,7 +498,12 @@ class _Plan:
     """The passes that render one level, in order, with the arrays they keep."""
 
     def __init__(self, weights, level, norms, stored_dtype=tf.float32):
-        self.weights, self.norms, self.stored_dtype = weights, norms, stored_dtype
+        self.fed_weights, self.norms, self.stored_dtype = weights, norms, stored_dtype
+        # The streams compute in the dtype they store, their weights cast to it in their graphs: in bfloat16,
+        # rather than leaving it to oneDNN's rewrite, which keeps a float32 copy of every fed and carried map and
+        # casts it back for each convolution (12 MP, AMD EPYC, 2026-12-06: 2.4 s less for levels 1 and 0's
+        # pass, 62.5 s against 64.9).
+        self.weights = weights if stored_dtype == tf.float32 else mixed_precision.CastWeights(weights, stored_dtype)
         self.scales, self.channels = model.scales(), model.channels()
         self.target = model.OUTPUTS[level]
         needed = model.needed_layers([self.target])
@@ -520,7 +530,7 @@ class _Plan:
     def open(self, config):
         """A session for every pass."""
         for p in self.passes:
-            p.open(self.weights, config)
+            p.open(self.fed_weights, config)
 
     def close(self):
         for p in self.passes:
@@ -545,7 +555,10 @@ class _Plan:
         second = _Stream(layer.name + ' conv2', self.stored_dtype)
         # In place: rows are written after they are read.
         second.sink(self._second_convs(second, layer, second.source(y, scale, width)), y, (y, 2))
-        if self._from_input(layer):
+        # In float32 only: in bfloat16 e2 stored is half the memory (0.09 GB at 12 MP), and the passes that
+        # recompute it then took about 3 s longer per 12 MP photo than with it stored (e3's first convolutions
+        # 0.8 s against 0.2, level 2/a's 2.1 against 1.5, 2/g's 3.3 against 2.4; AMD EPYC, 2026-12-06).
+        if self.stored_dtype == tf.float32 and self._from_input(layer):
             self.recomputed.add(layer.name)
             if layer.name not in self.low_reads:
                 return [first, second]
@@ -559,7 +572,7 @@ class _Plan:
 
     def _from_input(self, layer):
         """Whether a normalised block is cheap to recompute from the packed input in every pass that reads it,
-        once its statistics are known, instead of being stored (e2: 0.19 GB at 12 MP for 1.8% more
+        once its statistics are known, instead of being stored (e2 in float32: 0.19 GB at 12 MP for 1.8% more
         arithmetic): every map it reads is computed from the input without a normalised block."""
         return all(name == model.INPUT or
                    (not model.normalised(model.LAYERS[name], self.norms) and
@@ -592,7 +605,7 @@ class _Plan:
         """Leaky ReLU of the instance norm of a block's stored convolutions (which: 1 or 2), with the
         whole-image statistics `key`."""
         def make(window):
-            mean, variance = stream.statistics(key, y.channels)
+            mean, variance = (tf.cast(v, window.dtype) for v in stream.statistics(key, y.channels))
             params = [model.norm_params(self.weights, model.conv_key(layer, k, which), layer.filters)
                       for k in model.branch_sizes(layer)]
             scale, shift = (tf.concat(p, 0) for p in zip(*params))
@@ -633,7 +646,9 @@ class _Plan:
             return stream.op(x, lambda w: model.upsample(self.weights, name, w, layer.filters)[:, 2:],
                              layer.filters, lookback=1, scale=scale)
         if isinstance(layer, model.Output):
-            return stream.op(x, lambda w: model.output_image(self.weights, name, w, pad_rows=False), 3, 1, 1)
+            # In float32 whatever the passes compute in: in bfloat16 the image itself would keep 8 bits.
+            return stream.op(x, lambda w: model.output_image(self.fed_weights, name, tf.cast(w, tf.float32),
+                                                             pad_rows=False), 3, 1, 1)
         x = stream.cat([self.feature(stream, i) for i in layer.inputs])
         if name in self.recomputed:
             y = self._first_convs(stream, layer, x)

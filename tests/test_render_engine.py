@@ -91,13 +91,14 @@ def test_streamed_engine_is_prepared_only_when_a_photo_needs_it(ckpt):
         assert list(renderer.plans) == [5]
 
 
-def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(ckpt):
+def test_e2_is_stored_only_in_bfloat16_and_half_and_quarter_size_passes_take_taller_bands(ckpt):
     with render.Renderer(ckpt['varied'], level=2, use_gpu=False, tile=32, largest=(1, 1)) as renderer:
         plan = renderer._plan()
         bfloat16_plan = render._Plan(renderer.weights, 2, renderer.norms, tf.bfloat16)
-    # e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.56 GB at 12 MP);
-    # e3 (S/4), which reads a normalised block, is stored.
+    # In float32, e2 (S/2) is computed again from the input by every pass that reads it, never stored (0.19 GB at
+    # 12 MP); e3 (S/4), which reads a normalised block, is stored. In bfloat16 e2 is stored like the others.
     assert 'e2' in plan.recomputed and 'e2' not in plan.stored
+    assert not bfloat16_plan.recomputed and 'e2' in bfloat16_plan.stored
     streams = {p.name: p for p in plan.passes if isinstance(p, render._Stream)}
     assert not any('e2' in p.reads() for p in plan.passes)
     assert [name for name, p in streams.items() if 'conv:e2' in p.reads()] == ['e2 conv2']
@@ -107,12 +108,18 @@ def test_e2_is_never_stored_and_half_and_quarter_size_passes_take_taller_bands(c
     # 2x in bfloat16, 1x in float32.
     assert streams['e3 conv1'].band_factor() == 4       # computes e1 at S and e2 at S/2 too, but stores e3's convs
     bfloat16_streams = {p.name: p for p in bfloat16_plan.passes if isinstance(p, render._Stream)}
-    assert list(bfloat16_streams) == list(streams)
-    for name, stream in streams.items():
+    names = list(streams)
+    assert list(bfloat16_streams) == names[:names.index('e2 conv2') + 1] + ['e2 output'] + \
+        names[names.index('e2 conv2') + 1:]
+    assert [name for name, p in bfloat16_streams.items() if model.INPUT in p.reads()] == ['e2 conv1']
+    assert [name for name, p in bfloat16_streams.items() if 'e2' in p.reads()] == \
+        ['e3 conv1', 'level2/a conv1', 'level2/b conv1', 'level2/b output', 'level2/g conv1']
+    for name, stream in bfloat16_streams.items():
         # (the output pass of level 2 writes level 2's output, at S/2)
         quarter, half = name.startswith(('e3 ', 'level3/')), name.startswith(('e2 ', 'level2/', 'output'))
-        assert stream.band_factor() == (4 if quarter else 1), name
-        assert bfloat16_streams[name].band_factor() == (4 if quarter else 2 if half else 1), name
+        assert stream.band_factor() == (4 if quarter else 2 if half else 1), name
+        if name in streams:
+            assert streams[name].band_factor() == (4 if quarter else 1), name
     steps = streams['level3/a conv1'].steps(112, 8)
     assert steps[0] == (0, 64) and steps[-1][0] + steps[-1][1] >= 224
 
@@ -297,7 +304,7 @@ def test_bfloat16_renders_close_to_float32_where_supported(ckpt):
 
 def test_streamed_passes_store_their_maps_in_bfloat16_for_bfloat16(ckpt, monkeypatch):
     # On any CPU: the stored dtype is set directly (precision=bfloat16 falls back to float32 where the CPU has no
-    # native bfloat16), so the passes compute in float32 and only the maps stored between them are rounded.
+    # native bfloat16), and the passes then compute in bfloat16 (slowly, where the CPU has no native bfloat16).
     taken = []
 
     def take(spare, shape, dtype=np.float32, take=render._take):
@@ -318,8 +325,11 @@ def test_streamed_passes_store_their_maps_in_bfloat16_for_bfloat16(ckpt, monkeyp
     assert taken and all(dtype == (np.float32 if channels == 3 else tf.bfloat16.as_numpy_dtype)
                          for channels, dtype in taken), taken
     assert rounded.dtype == np.float32 and rounded.shape == exact.shape
-    # Rounded maps (8 bits of mantissa), not broken ones: close to float32's, but not equal.
-    assert 0 < np.abs(rounded - exact).mean() < 0.02 and np.corrcoef(rounded.ravel(), exact.ravel())[0, 1] > 0.99
+    # Computed in bfloat16 (8 bits of mantissa), not broken: close to float32's, but not equal. On these weights
+    # the one-piece graph in bfloat16 (oneDNN's rewrite) is as far: mean 0.030, correlation 0.986 (AMD EPYC).
+    assert 0 < np.abs(rounded - exact).mean() < 0.05 and np.corrcoef(rounded.ravel(), exact.ravel())[0, 1] > 0.98
+    # The image itself is computed in float32: not only values that bfloat16 can hold.
+    assert not np.array_equal(rounded, rounded.astype(tf.bfloat16.as_numpy_dtype).astype(np.float32))
 
 
 def test_bfloat16_advice_only_where_the_cpu_has_it(monkeypatch):
