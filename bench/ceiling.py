@@ -10,8 +10,9 @@ the CPU's native bfloat16 instructions), the fastest of `repeats` runs after one
 their sum is the time level 0 would take if every convolution ran as fast as it runs alone, with nothing between
 them. Then, in the same process, it renders a random packed image of `size` as users do (render.Renderer, second
 call: the published graph in one piece, tile=0, and in bands of `tile`), and reports each render's
-rate in GFLOP/s and its time against that sum. Rendering in bfloat16 casts between float32 and bfloat16 around
-the convolutions (oneDNN's rewrite); the sum does not. Weights: as bench/render.py (bench/export.py's briefly
+rate in GFLOP/s and its time against that sum. Rendering in bfloat16 in one piece casts between float32 and
+bfloat16 around the convolutions (oneDNN's rewrite); in bands it computes in bfloat16 with its moments and output
+in float32; the sum has neither. Weights: as bench/render.py (bench/export.py's briefly
 trained checkpoint, or models_dir=); timings do not depend on the picture.
 
 TensorFlow, and the project's modules that import it, are imported inside the functions, after
