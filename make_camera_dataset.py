@@ -13,6 +13,7 @@ the photo is resampled, never the RAW. Written, built in a temporary folder and 
   train/huawei_raw/<i>.png, train/canon/<i>.jpg   (test/ likewise; scenes split, never patches)
   full_resolution/<name>.png                    the test scenes' RAWs, for test_model.py
   full_resolution_canon/<name>.jpg              their photos warped onto the RAW's frame
+  alignment/<name>.jpg                          every aligned pair (failed ones too): its windows, coloured by outcome
   dataset.json                                  every key, per-pair statistics, every patch's source
 A pair that cannot be used is reported on one line; the others are still processed; any
 failure makes the exit status 2 after the dataset of the good pairs is written.
@@ -41,6 +42,11 @@ LOWE_RATIO = 0.75              # a keypoint match is kept if clearly better than
 SMOOTHING_SIGMA = 1.0          # mosaic pixels: Gaussian blur before refinement and correlation (noise, demosaicing)
 TEXTURE_BLOCK = 4              # mosaic pixels averaged into one before measuring texture
 MAX_PHOTO_SCALE = 1.25         # photo pixels per mosaic pixel above which the photo is first shrunk (no aliasing)
+OVERVIEW_SIDE = 1024           # pixels: the long side of each half of alignment/<name>.jpg
+# alignment/<name>.jpg: the RGB colour of each window's outline, by outcome (None: kept), in the legend's order.
+OUTCOME_COLOURS = {None: (40, 210, 40), 'correlation': (235, 40, 40), 'refinement': (255, 160, 0),
+                   'texture': (70, 130, 255), 'outside photo': (150, 150, 150)}
+PHOTO_BORDER_COLOUR = (255, 230, 0)
 
 KEYS = {
     'raw_dir': Key(None, str, 'required: folder of the phone RAW files (DNG, CR2, NEF, ... or Zurich PNGs)'),
@@ -395,7 +401,8 @@ def align_windows(proxy, gray_photo, homography, config):
 
 
 def align_pair(mosaic, photo, config):
-    """(homography mosaic -> photo, window records, statistics) of one RAW mosaic and its photo."""
+    """(the RAW's grey proxy, homography mosaic -> photo, window records, statistics) of one RAW mosaic and
+    its photo."""
     proxy = proxy_gray(mosaic, config['black_level'], config['white_level'])
     gray = photo_gray(photo)
     started = time.time()
@@ -403,7 +410,7 @@ def align_pair(mosaic, photo, config):
     stats['global_seconds'] = round(time.time() - started, 2)
     stats['photo_scale'] = round(check_homography(homography, mosaic.shape, photo.shape[:2]), 4)
     records = align_windows(proxy, gray, homography, config)
-    return homography, records, stats
+    return proxy, homography, records, stats
 
 
 # ----------------------------------------------------------------------------------------
@@ -423,6 +430,41 @@ def save_jpeg(path, rgb, quality):
         Image.fromarray(rgb).save(tmp, format='JPEG', quality=quality)
 
 
+def overview(proxy, photo, homography, records, size, photo_scale):
+    """One pair's alignment as a uint8 RGB picture: the RAW's proxy (left) and the photo warped onto the RAW's
+    frame (right), shrunk to OVERVIEW_SIDE, every window outlined on both in the colour of its outcome
+    (OUTCOME_COLOURS), the photo's border in yellow on the proxy, and a legend with the counts below.
+    photo_scale: photo pixels per mosaic pixel (the photo is shrunk by area first, not aliased)."""
+    scale = min(1.0, OVERVIEW_SIDE / max(proxy.shape))
+    to_small = scaling(scale)
+    height, width = (max(1, round(n * scale)) for n in proxy.shape)
+    left = cv2.resize(np.round(proxy * 255).astype(np.uint8), (width, height), interpolation=cv2.INTER_AREA)
+    left = cv2.cvtColor(left, cv2.COLOR_GRAY2RGB)
+    shrunk = min(1.0, scale / photo_scale)
+    # Outside the photo stays black (warp_photo's replicated border would look like scene).
+    right = cv2.warpPerspective(shrink(photo, shrunk), scaling(shrunk) @ homography @ np.linalg.inv(to_small),
+                                (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT)
+    corners = map_points(np.linalg.inv(homography), [[0, 0], [photo.shape[1] - 1, 0],
+                                                     [photo.shape[1] - 1, photo.shape[0] - 1], [0, photo.shape[0] - 1]])
+    border = np.round(map_points(to_small, corners)).astype(np.int32)
+    cv2.polylines(left, [border], True, PHOTO_BORDER_COLOUR, 2)
+    # Kept windows last, on top of their rejected neighbours.
+    for record in sorted(records, key=lambda r: r['rejected'] is None):
+        (x0, y0), (x1, y1) = np.round(map_points(to_small, [[record['left'], record['top']],
+                                                            [record['left'] + size - 1, record['top'] + size - 1]]))
+        for panel in (left, right):
+            cv2.rectangle(panel, (int(x0) + 1, int(y0) + 1), (int(x1) - 1, int(y1) - 1),
+                          OUTCOME_COLOURS[record['rejected']], 2)
+    legend = np.full((32, 2 * width, 3), 255, np.uint8)
+    x = 8
+    for outcome, colour in OUTCOME_COLOURS.items():
+        text = '%s %d' % (outcome or 'kept', sum(r['rejected'] == outcome for r in records))
+        cv2.putText(legend, text, (x, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+        x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0][0] + 24
+    return np.vstack([np.hstack([left, right]), legend])
+
+
 def process_pair(raw_path, photo_path, work_dir, config):
     """Aligns one pair and writes its kept patches to work_dir/<raw stem>/; returns the pair's record."""
     started = time.time()
@@ -433,8 +475,11 @@ def process_pair(raw_path, photo_path, work_dir, config):
     if min(mosaic.shape) < size:
         raise PairError('the RAW mosaic is %dx%d, smaller than patch_size=%d' % (mosaic.shape + (size,)))
     aligning = time.time()
-    homography, records, stats = align_pair(mosaic, photo, config)
+    proxy, homography, records, stats = align_pair(mosaic, photo, config)
     stats['align_seconds'] = round(time.time() - aligning, 2)
+    # Written for a pair none of whose windows passed too: the picture shows why.
+    save_jpeg(os.path.join(work_dir, 'alignment', stem(raw_path) + '.jpg'),
+              overview(proxy, photo, homography, records, size, stats['photo_scale']), config['jpeg_quality'])
     kept = [r for r in records if r['rejected'] is None]
     if not kept:
         tried = [r['correlation'] for r in records if r.get('correlation') is not None]

@@ -74,13 +74,51 @@ def test_windows_that_do_not_match_are_rejected(built):
     assert counts.get('clean rejected', 0) <= 0.25 * counts['clean'], counts
 
 
+def test_alignment_picture_outlines_every_window_in_its_outcome_colour():
+    proxy = np.full((300, 400), 0.5, np.float32)
+    photo = np.full((200, 400, 3), 90, np.uint8)        # covers the top 200 rows of the RAW's frame
+    size = 64
+    records = [{'top': 10, 'left': 10 + 70 * k, 'rejected': outcome} for k, outcome in enumerate(mcd.OUTCOME_COLOURS)]
+    picture = mcd.overview(proxy, photo, np.eye(3), records, size, 1.0)
+    assert picture.shape[:2] == (300 + 32, 800) and picture.dtype == np.uint8
+    left, right = picture[:300, :400], picture[:300, 400:]
+    for record in records:
+        colour = mcd.OUTCOME_COLOURS[record['rejected']]
+        top, middle = record['top'] + 1, record['left'] + size // 2
+        assert tuple(left[top, middle]) == colour and tuple(right[top, middle]) == colour, record
+        assert tuple(left[top + size // 2, middle]) == (128, 128, 128)          # inside: the proxy itself
+    assert tuple(right[100, 380]) == (90, 90, 90) and tuple(right[250, 380]) == (0, 0, 0)   # outside the photo: black
+    assert tuple(left[199, 200]) == mcd.PHOTO_BORDER_COLOUR                    # the photo's border on the proxy
+    # A RAW larger than OVERVIEW_SIDE is shrunk, windows with it.
+    big = mcd.overview(np.full((1500, 3000), 0.5, np.float32), np.full((1500, 3000, 3), 90, np.uint8), np.eye(3),
+                       [{'top': 1000, 'left': 2000, 'rejected': None}], 448, 1.0)
+    assert big.shape[:2] == (512 + 32, 2 * mcd.OVERVIEW_SIDE)
+    assert tuple(big[round(1000 / 3000 * 1024) + 1, round(2224 / 3000 * 1024)]) == mcd.OUTCOME_COLOURS[None]
+
+
+def test_a_pair_none_of_whose_windows_passed_still_gets_its_picture(pairs, tmp_path):
+    folder, _ = pairs
+    config = mcd.utils.parse_args(['raw_dir=.', 'photo_dir=.', 'output_dir=.', 'patch_size=%d' % PATCH,
+                                   'min_correlation=1'], mcd.KEYS)
+    mcd.check_config(config)
+    with pytest.raises(mcd.PairError, match='no window passed'):
+        mcd.process_pair(os.path.join(folder, 'raw', 'scene_0.dng'), os.path.join(folder, 'photos', 'scene_0.jpg'),
+                         str(tmp_path), config)
+    assert os.listdir(tmp_path / 'alignment') == ['scene_0.jpg']
+
+
 def pair_photo(built, name):
     return next(p['photo'] for p in built[1]['pairs'] if mcd.stem(p['raw']) == name)
 
 
 def test_zurich_layout_levels_and_split_by_scene(built, pairs, tmp_path):
     out, info, truth, result = built
-    assert sorted(os.listdir(out)) == ['dataset.json', 'full_resolution', 'full_resolution_canon', 'test', 'train']
+    assert sorted(os.listdir(out)) == ['alignment', 'dataset.json', 'full_resolution', 'full_resolution_canon', 'test',
+                                       'train']
+    # One picture of every pair's windows: the proxy and the photo side by side (1024 wide each), a legend below.
+    assert sorted(os.listdir(os.path.join(out, 'alignment'))) == sorted(name + '.jpg' for name in truth)
+    picture = image_io.read_rgb_image(os.path.join(out, 'alignment', 'scene_0.jpg'))
+    assert picture.shape[1] == 2 * MOSAIC[1] and MOSAIC[0] < picture.shape[0] <= MOSAIC[0] + 64
     test_scenes = {p['pair'] for p in info['test']}
     train_scenes = {p['pair'] for p in info['train']}
     assert len(test_scenes) == 1 and len(train_scenes) == 2 and not test_scenes & train_scenes
@@ -209,6 +247,7 @@ def test_bad_input_is_reported_per_file_and_the_rest_is_built(messy):
         info = json.load(f)
     assert sorted(mcd.stem(p['raw']) for p in info['pairs']) == ['scene_0', 'scene_1']
     assert len(info['failed']) == 6 and len(info['train']) > 10 and len(info['test']) > 10
+    assert sorted(os.listdir(out / 'alignment')) == ['scene_0.jpg', 'scene_1.jpg']     # the pairs that aligned
     assert sorted(os.listdir(messy)) == ['dataset', 'photos', 'raw']      # no temporary folder left
 
 
