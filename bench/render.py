@@ -107,7 +107,7 @@ def tiny_folder(cfg):
 
 
 def run(cfg, config, size, models):
-    """One test_model.py process: wall and CPU seconds, peak RSS (GB), its note lines, where it wrote.
+    """One test_model.py process: wall and CPU seconds, peak RSS (GB), page faults, its note lines, where it wrote.
     size: packed (h, w); TINY: the folder of two tiny RAWs; 'one': one tiny RAW."""
     output_dir = os.path.join(cfg['work_dir'], 'out', config, '%dx%d' % size if size != 'one' else 'tiny-one')
     args = [sys.executable, os.path.join(REPO, 'test_model.py'), 'level=0', 'use_gpu=false', 'bits=16',
@@ -117,7 +117,7 @@ def run(cfg, config, size, models):
     with tempfile.TemporaryFile('w+') as err:
         start = time.time()
         process = subprocess.Popen(args + CONFIGS[config], stdout=subprocess.DEVNULL, stderr=err)
-        # Reaped here with wait4, for the child's own peak RSS and CPU time (this process imports no
+        # Reaped here with wait4, for the child's own peak RSS, CPU time and page faults (this process imports no
         # TensorFlow, so nothing of it inflates the child's figures).
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -134,8 +134,9 @@ def run(cfg, config, size, models):
         lines = [l for l in err.read().splitlines() if l.strip()]
     if process.returncode:
         return {'error': (lines[-1] if lines else 'exit status %d' % process.returncode)[:300]}
+    # Minor page faults: pages the kernel handed the process, zeroed, one by one (low_memory=true's cost).
     return {'wall': wall, 'cpu': usage.ru_utime + usage.ru_stime, 'peak_gb': usage.ru_maxrss * 1024 / 1e9,
-            'output_dir': output_dir, 'notes': [l for l in lines if l.startswith('note:')]}
+            'faults': usage.ru_minflt, 'output_dir': output_dir, 'notes': [l for l in lines if l.startswith('note:')]}
 
 
 def output_of(result):
@@ -178,11 +179,13 @@ def measure(cfg, results, configs, sizes, models):
 
 
 def per_photo(results, config, size):
-    """A run's time and CPU time less its tiny run's (tiny_key)."""
+    """A run's time, CPU time and page faults less its tiny run's (tiny_key)."""
     r, tiny = results['%s@%dx%d' % ((config,) + size)], results.get(tiny_key(config, size), {})
     if 'wall' in r and 'wall' in tiny:
         r['per_photo'] = r['wall'] - tiny['wall']
         r['cpu_per_photo'] = r['cpu'] - tiny['cpu']
+        if 'faults' in r and 'faults' in tiny:
+            r['faults_per_photo'] = r['faults'] - tiny['faults']
 
 
 def compare(results, configs, size):
@@ -213,21 +216,22 @@ def table(results, configs, sizes):
     for size in sizes:
         h, w = size
         lines += ['', '**Packed %dx%d** (output %dx%d, %.1f MP)' % (h, w, 2 * h, 2 * w, 4 * h * w / 1e6), '',
-                  '| configuration | keys | per photo s | vs published | CPU s per photo | peak RSS GB '
-                  '| PSNR vs published dB | max abs diff |',
-                  '|---|---|---|---|---|---|---|---|']
+                  '| configuration | keys | per photo s | vs published | CPU s per photo | page faults per photo, '
+                  'millions | peak RSS GB | PSNR vs published dB | max abs diff |',
+                  '|---|---|---|---|---|---|---|---|---|']
         for config in configs:
             r = results.get('%s@%dx%d' % ((config,) + size))
             keys = ' '.join(CONFIGS[config]) or '(none)'
             if r is None:
                 continue
             if 'error' in r:
-                lines.append('| %s | `%s` | failed: %s |  |  |  |  |  |' % (config, keys, r['error']))
+                lines.append('| %s | `%s` | failed: %s |  |  |  |  |  |  |' % (config, keys, r['error']))
                 continue
             fell_back = any(FELL_BACK in n for n in r.get('notes', []))
-            lines.append('| %s%s | `%s` | %.1f | %s | %.1f | %.2f | %s | %s |' % (
+            lines.append('| %s%s | `%s` | %.1f | %s | %.1f | %s | %.2f | %s | %s |' % (
                 config, ' (fell back to float32)' if fell_back else '', keys, r['per_photo'],
-                '%.2fx' % r['speedup'] if 'speedup' in r else '(baseline)', r['cpu_per_photo'], r['peak_gb'],
+                '%.2fx' % r['speedup'] if 'speedup' in r else '(baseline)', r['cpu_per_photo'],
+                '%.1f' % (r['faults_per_photo'] / 1e6) if 'faults_per_photo' in r else '', r['peak_gb'],
                 ('%.1f' % r['psnr_db'] if r['max_abs_diff'] else 'identical') if 'psnr_db' in r else '',
                 '%.2g' % r['max_abs_diff'] if 'max_abs_diff' in r else ''))
     return lines

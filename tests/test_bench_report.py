@@ -102,12 +102,15 @@ def test_render_bench_subtracts_the_tiny_run_that_matches_the_photo():
     assert render_bench.streams('default', (tile, tile + 16)) and render_bench.streams('default', (1472, 1984))
     assert render_bench.tiny_key('default', (224, 224)) == 'default@tiny-one'
     assert render_bench.tiny_key('default', (736, 992)) == 'default@tiny'
-    results = {'default@736x992': {'wall': 50.0, 'cpu': 90.0}, 'default@tiny': {'wall': 20.0, 'cpu': 30.0},
+    results = {'default@736x992': {'wall': 50.0, 'cpu': 90.0, 'faults': 900}, 'default@tiny': {'wall': 20.0, 'cpu': 30.0,
+                                                                                            'faults': 300},
                'default@224x224': {'wall': 9.0, 'cpu': 15.0}, 'default@tiny-one': {'wall': 6.0, 'cpu': 9.0}}
     render_bench.per_photo(results, 'default', (736, 992))
     render_bench.per_photo(results, 'default', (224, 224))
     assert results['default@736x992']['per_photo'] == 30.0 and results['default@224x224']['per_photo'] == 3.0
     assert results['default@224x224']['cpu_per_photo'] == 6.0
+    assert results['default@736x992']['faults_per_photo'] == 600
+    assert 'faults_per_photo' not in results['default@224x224']        # a run without the figure: none per photo
 
 
 def test_render_bench_measures_the_tiny_runs_again_every_time(monkeypatch, tmp_path):
@@ -125,3 +128,15 @@ def test_render_bench_measures_the_tiny_runs_again_every_time(monkeypatch, tmp_p
                      ('default', (736, 992))]
     assert results['default@tiny']['wall'] == 11.0 and results['default@tiny-one']['wall'] == 12.0
     assert results['default@736x992']['per_photo'] == 14.0 - 11.0
+
+
+def test_render_bench_table_rows_match_its_header():
+    results = {'published@736x992': {'per_photo': 40.0, 'cpu_per_photo': 80.0, 'faults_per_photo': 1.5e6,
+                                     'peak_gb': 2.6},
+               'low-memory@736x992': {'per_photo': 50.0, 'cpu_per_photo': 95.0, 'faults_per_photo': 2.3e7,
+                                      'peak_gb': 1.5, 'speedup': 0.8, 'max_abs_diff': 1e-5, 'psnr_db': 108.0},
+               'default@736x992': {'error': 'stopped after 10 s'}}
+    lines = render_bench.table(results, ['published', 'low-memory', 'default'], [(736, 992)])
+    rows = [l for l in lines if l.startswith('|')]
+    assert len(rows) == 5 and len({l.count('|') for l in rows}) == 1, rows
+    assert '| 1.5 | 2.60 |' in rows[2] and '| 23.0 | 1.50 | 108.0 | 1e-05 |' in rows[3]
