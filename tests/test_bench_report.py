@@ -102,8 +102,8 @@ def test_render_bench_subtracts_the_tiny_run_that_matches_the_photo():
     assert render_bench.streams('default', (tile, tile + 16)) and render_bench.streams('default', (1472, 1984))
     assert render_bench.tiny_key('default', (224, 224)) == 'default@tiny-one'
     assert render_bench.tiny_key('default', (736, 992)) == 'default@tiny'
-    results = {'default@736x992': {'wall': 50.0, 'cpu': 90.0, 'faults': 900}, 'default@tiny': {'wall': 20.0, 'cpu': 30.0,
-                                                                                            'faults': 300},
+    results = {'default@736x992': {'wall': 50.0, 'cpu': 90.0, 'faults': 900},
+               'default@tiny': {'wall': 20.0, 'cpu': 30.0, 'faults': 300},
                'default@224x224': {'wall': 9.0, 'cpu': 15.0}, 'default@tiny-one': {'wall': 6.0, 'cpu': 9.0}}
     render_bench.per_photo(results, 'default', (736, 992))
     render_bench.per_photo(results, 'default', (224, 224))
