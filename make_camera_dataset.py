@@ -19,6 +19,7 @@ A pair that cannot be used is reported on one line; the others are still process
 failure makes the exit status 2 after the dataset of the good pairs is written.
 """
 
+import collections
 import datetime
 import json
 import os
@@ -481,13 +482,11 @@ def process_pair(raw_path, photo_path, work_dir, config):
     save_jpeg(os.path.join(work_dir, 'alignment', stem(raw_path) + '.jpg'),
               overview(proxy, photo, homography, records, size, stats['photo_scale']), config['jpeg_quality'])
     kept = [r for r in records if r['rejected'] is None]
+    rejected = dict(collections.Counter(r['rejected'] for r in records if r['rejected']))
     if not kept:
         tried = [r['correlation'] for r in records if r.get('correlation') is not None]
-        reasons = {}
-        for r in records:
-            reasons[r['rejected']] = reasons.get(r['rejected'], 0) + 1
         raise PairError('no window passed (%s%s): the photo shows another scene, or moved too much'
-                        % (', '.join('%d %s' % (n, why) for why, n in sorted(reasons.items())),
+                        % (', '.join('%d %s' % (n, why) for why, n in sorted(rejected.items())),
                            '; best correlation %.3f, min_correlation=%g' % (max(tried), config['min_correlation'])
                            if tried else ''))
     folder = os.path.join(work_dir, stem(raw_path))
@@ -497,10 +496,6 @@ def process_pair(raw_path, photo_path, work_dir, config):
         image_io.save_raw_png(os.path.join(folder, 'raw_%d.png' % k), mosaic[top:top + size, left:left + size])
         crop = warp_photo(source, to_source @ np.array(record['patch_to_photo']), size, size)
         save_jpeg(os.path.join(folder, 'photo_%d.jpg' % k), crop, config['jpeg_quality'])
-    rejected = {}
-    for r in records:
-        if r['rejected']:
-            rejected[r['rejected']] = rejected.get(r['rejected'], 0) + 1
     correlations = [r['correlation'] for r in kept]
     stats.update({'raw': raw_path, 'photo': photo_path, 'mosaic_size': list(mosaic.shape),
                   'photo_size': list(photo.shape[:2]), 'homography': (homography / homography[2, 2]).tolist(),
